@@ -1,0 +1,83 @@
+"""The `cifar10` source: the official python archive, checked against its published sha256."""
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .datasets import Split
+from .errors import PipelineError
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+_MEMBERS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def download_dir():
+    """Where downloads are kept: Keras' own dataset cache, so one download serves both."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def locate_archive(data_path):
+    """The archive to read: data.path itself if it is a file, data.path/cifar-10-python.tar.gz,
+    or an earlier download; None if there is none."""
+    data_path = Path(data_path)
+    for candidate in (data_path, data_path / ARCHIVE_NAME, download_dir() / ARCHIVE_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def download(destination, url=URL, timeout=60):
+    """Download the archive to `destination`; offline, fail with one line saying what to do."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, \
+                atomic_path(destination) as tmp, open(tmp, "wb") as file:
+            while block := response.read(1 << 20):
+                file.write(block)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise PipelineError(f"cannot download CIFAR-10 from {url} ({reason}): download "
+                            f"{ARCHIVE_NAME} by hand and put it in data/source/, or set data.path "
+                            "to its location") from None
+    return destination
+
+
+def read_archive(path, sha256=SHA256):
+    """({split: Split}, class names) from a cifar-10-python.tar.gz, after checking its sha256."""
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise PipelineError(f"{path} has sha256 {actual}, not the published {sha256}: it is "
+                            f"corrupt or not {ARCHIVE_NAME}; delete it and download it again")
+    with tarfile.open(path, "r:gz") as archive:
+        def load(member):
+            return pickle.load(archive.extractfile(f"cifar-10-batches-py/{member}"),
+                               encoding="bytes")
+        classes = [name.decode() for name in load("batches.meta")[b"label_names"]]
+        splits = {}
+        for split, members in _MEMBERS.items():
+            batches = [load(member) for member in members]
+            pixels = np.concatenate([batch[b"data"] for batch in batches])
+            images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            labels = np.concatenate([batch[b"labels"] for batch in batches]).astype(np.int64)
+            splits[split] = Split(list(images), labels)
+    return splits, classes
+
+
+def read_cifar10(data_path):
+    archive = locate_archive(data_path) or download(download_dir() / ARCHIVE_NAME)
+    return read_archive(archive)

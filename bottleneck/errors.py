@@ -1,0 +1,17 @@
+"""User-facing errors: one line naming the problem and the fix, exit code 1."""
+import sys
+
+
+class PipelineError(Exception):
+    """Bad input or environment that the user can fix; never a bug in our code."""
+
+
+def run_stage(main):
+    """Run a stage's main(); report a PipelineError as a single line instead of a traceback."""
+    try:
+        main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

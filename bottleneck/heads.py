@@ -1,0 +1,56 @@
+"""The small classifier trained on top of the backbone's features."""
+
+
+def head_layers(head, num_classes):
+    """Layers of the head, the original's by default:
+    Conv2D(100, 2) -> Dropout(0.4) -> GlobalAveragePooling2D -> Dropout(0.3)
+    [-> Dense(units, relu) -> Dropout(0.3) for each hidden unit count] -> Dense(classes, softmax).
+    """
+    import keras
+    layers = [
+        keras.layers.Conv2D(head["filters"], head["kernel_size"], name="head_conv"),
+        keras.layers.Dropout(head["conv_dropout"]),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dropout(head["dropout"]),
+    ]
+    for units in head["hidden_units"]:
+        layers += [keras.layers.Dense(units, activation="relu"),
+                   keras.layers.Dropout(head["dropout"])]
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="predictions"))
+    return layers
+
+
+def apply_head(inputs, head, num_classes):
+    x = inputs
+    for layer in head_layers(head, num_classes):
+        x = layer(x)
+    return x
+
+
+def check_fits(feature_shape, head):
+    """The head's Conv2D needs a feature map at least kernel_size on each side."""
+    from .errors import PipelineError
+    side = min(feature_shape[:2])
+    if side < head["kernel_size"]:
+        raise PipelineError(
+            f"the backbone's feature map is {feature_shape[0]}x{feature_shape[1]}, smaller than "
+            f"head.kernel_size {head['kernel_size']}: raise prepare.img_size or lower "
+            "head.kernel_size")
+
+
+def feature_head_model(feature_shape, head, num_classes):
+    """The head alone, taking saved bottleneck features."""
+    import keras
+    check_fits(feature_shape, head)
+    inputs = keras.Input(shape=feature_shape, name="features")
+    return keras.Model(inputs, apply_head(inputs, head, num_classes), name="head")
+
+
+def frozen_model(backbone, head, num_classes):
+    """Image -> frozen backbone -> head. training=False keeps BatchNormalization in inference
+    mode (its moving statistics never update), whatever fit() passes down."""
+    import keras
+    check_fits(backbone.output_shape[1:], head)
+    inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
+    features = backbone(inputs, training=False)
+    return keras.Model(inputs, apply_head(features, head, num_classes), name="frozen")

@@ -1,0 +1,33 @@
+"""Stage train_frozen: train the same head end to end through the frozen backbone."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bottleneck import backbones, params as params_file  # noqa: E402
+from bottleneck.datasets import load_arrays, read_classes  # noqa: E402
+from bottleneck.errors import run_stage  # noqa: E402
+from bottleneck.heads import frozen_model  # noqa: E402
+from bottleneck.training import run_training_stage, seed_everything  # noqa: E402
+
+PREPARED = Path("data/prepared")
+
+
+def main():
+    params = params_file.load()
+    seed_everything(params["train"]["seed"], params["train"]["deterministic"])
+    classes = read_classes(PREPARED)
+    splits = load_arrays(PREPARED, "images")
+    backbone = backbones.build(params["backbone"], splits["train"][0].shape[1])
+    model = frozen_model(backbone, params["head"], len(classes))
+    preprocess = backbones.preprocess_input(params["backbone"]["name"])
+
+    def to_backbone_input(images):  # uint8 -> float32 -> the backbone's own preprocessing
+        import tensorflow as tf
+        return preprocess(tf.cast(images, tf.float32))
+    run_training_stage("train_frozen", model, splits, to_backbone_input, params,
+                       "models/frozen.keras")
+
+
+if __name__ == "__main__":
+    run_stage(main)

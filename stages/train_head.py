@@ -1,0 +1,30 @@
+"""Stage train_head: train the head on the saved bottleneck features."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bottleneck import params as params_file  # noqa: E402
+from bottleneck.datasets import load_arrays, read_classes  # noqa: E402
+from bottleneck.errors import run_stage  # noqa: E402
+from bottleneck.heads import feature_head_model  # noqa: E402
+from bottleneck.training import run_training_stage, seed_everything  # noqa: E402
+
+FEATURES = Path("data/features")
+
+
+def main():
+    params = params_file.load()
+    seed_everything(params["train"]["seed"], params["train"]["deterministic"])
+    classes = read_classes(FEATURES)
+    splits = load_arrays(FEATURES, "features")
+    model = feature_head_model(splits["train"][0].shape[1:], params["head"], len(classes))
+
+    def to_float32(features):  # features may be stored as float16
+        import tensorflow as tf
+        return tf.cast(features, tf.float32)
+    run_training_stage("train_head", model, splits, to_float32, params, "models/head.keras")
+
+
+if __name__ == "__main__":
+    run_stage(main)
