@@ -1,5 +1,6 @@
 """The `cifar10` source: the official python archive, checked against its published sha256."""
 import hashlib
+import http.client
 import os
 import pickle
 import tarfile
@@ -16,11 +17,13 @@ from .errors import PipelineError
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+KERAS_ARCHIVE_NAME = "cifar-10-batches-py-target_archive"  # keras.datasets.cifar10's copy
 _MEMBERS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
 def download_dir():
-    """Where downloads are kept: Keras' own dataset cache, so one download serves both."""
+    """Where downloads are kept: Keras' own dataset cache, so one download serves both
+    (`keras.datasets.cifar10.load_data()` keeps the same archive there under its own name)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
@@ -34,26 +37,30 @@ def sha256_of(path):
 
 def locate_archive(data_path):
     """The archive to read: data.path itself if it is a file, data.path/cifar-10-python.tar.gz,
-    or an earlier download; None if there is none."""
+    or an earlier download (ours or Keras'); None if there is none."""
     data_path = Path(data_path)
-    for candidate in (data_path, data_path / ARCHIVE_NAME, download_dir() / ARCHIVE_NAME):
+    for candidate in (data_path, data_path / ARCHIVE_NAME, download_dir() / ARCHIVE_NAME,
+                      download_dir() / KERAS_ARCHIVE_NAME):
         if candidate.is_file():
             return candidate
     return None
 
 
-def download(destination, url=URL, timeout=60):
-    """Download the archive to `destination`; offline, fail with one line saying what to do."""
+def download(destination, data_path, url=URL, timeout=60):
+    """Download the archive to `destination`; offline, fail with one line saying what to
+    download and where to put it (`data_path` is the user's data.path)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, \
                 atomic_path(destination) as tmp, open(tmp, "wb") as file:
             while block := response.read(1 << 20):
                 file.write(block)
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise PipelineError(f"cannot download CIFAR-10 from {url} ({reason}): download "
-                            f"{ARCHIVE_NAME} by hand and put it in data/source/, or set data.path "
-                            "to its location") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        data_path = Path(data_path)
+        local_copy = data_path if data_path.suffix else data_path / ARCHIVE_NAME
+        raise PipelineError(f"cannot download {url} ({reason}): get {URL} on a machine with "
+                            f"network and save it as {local_copy}, or set data.path to where a "
+                            "copy is") from None
     return destination
 
 
@@ -79,5 +86,5 @@ def read_archive(path, sha256=SHA256):
 
 
 def read_cifar10(data_path):
-    archive = locate_archive(data_path) or download(download_dir() / ARCHIVE_NAME)
+    archive = locate_archive(data_path) or download(download_dir() / ARCHIVE_NAME, data_path)
     return read_archive(archive)

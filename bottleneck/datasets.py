@@ -26,7 +26,7 @@ def save_raw(splits, classes, directory):
     """Write {split: Split} and the class names to `directory`."""
     directory = Path(directory)
     for name, split in splits.items():
-        shapes = np.array([image.shape[:2] for image in split.images], dtype=np.int64)
+        shapes = np.array([image.shape[:2] for image in split.images], np.int64).reshape(-1, 2)
         pixels = (np.concatenate([image.reshape(-1) for image in split.images])
                   if split.images else np.zeros(0, np.uint8))
         np.save(directory / f"{name}_pixels.npy", pixels)

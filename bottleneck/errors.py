@@ -11,7 +11,8 @@ def run_stage(main):
     try:
         main()
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # One line whatever a library put in the message, so `error:` starts the last line.
+        print("error:", " ".join(str(error).split()), file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -14,11 +14,12 @@ def is_image_file(path):
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def load_rgb(path):
-    """The image at `path` as an HxWx3 uint8 array: EXIF rotation applied, 16-bit scaled to
-    8-bit, transparency composited on white, any other mode (L, P, CMYK...) converted."""
+def load_rgb(source, name=None):
+    """The image in `source` (a path or a binary file object; `name` is how errors call it) as
+    an HxWx3 uint8 array: EXIF rotation applied, 16-bit scaled to 8-bit, transparency
+    composited on white, any other mode (L, P, CMYK...) converted."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image = ImageOps.exif_transpose(image)
             if image.mode in _SIXTEEN_BIT_MODES:
                 # convert("L") would clip 16-bit values at 255 instead of scaling them.
@@ -28,7 +29,8 @@ def load_rgb(path):
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise PipelineError(f"{path}: not a readable image ({error}); "
+        reason = "not a format Pillow knows" if isinstance(error, UnidentifiedImageError) else error
+        raise PipelineError(f"{name or source}: not a readable image ({reason}); "
                             "replace or delete the file") from None
 
 

@@ -1,4 +1,5 @@
 """Load params.yaml, fill in defaults and validate every value before any heavy work."""
+import re
 import sys
 from pathlib import Path
 
@@ -125,11 +126,21 @@ def validate(raw, source="params.yaml"):
     return params
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where 1e-3 (no dot) is a string; DVC reads params with YAML 1.2,
+    where it is a float. Read numbers as DVC does, so `-S train.learning_rate=1e-3` works."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
+
+
 def load(path="params.yaml"):
     """Read and validate a params file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run the stage from the project's root") from None
     except yaml.YAMLError as error:

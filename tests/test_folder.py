@@ -1,0 +1,211 @@
+"""The `folder` source: a directory or an archive of train/<class>/ and test/<class>/ images,
+and a one-line error for each way such a folder can be wrong."""
+import shutil
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import SHARED_CIFAR_JPG, make_folder_dataset, needs_shared
+from PIL import Image
+
+from bottleneck.errors import PipelineError
+from bottleneck.folder import find_root, list_split, read_folder, read_tree
+from bottleneck.images import load_rgb
+
+# make_folder_dataset's class_0/1/2 are red/green/blue; renamed so that the order they were
+# made in is not the order of their names.
+NAMES = {"class_0": "zebra", "class_1": "ant", "class_2": "mole"}
+DOMINANT_CHANNEL = {"ant": 1, "mole": 2, "zebra": 0}
+SORTED = ["ant", "mole", "zebra"]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = make_folder_dataset(tmp_path / "images", classes=3, train=3, test=2)
+    for split in ("train", "test"):
+        for old, new in NAMES.items():
+            (root / split / old).rename(root / split / new)
+    return root
+
+
+def archive(source, target, top=None):
+    """Pack the folder `source` as `target` (.tar, .tar.gz or .zip), under folder `top` if given."""
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    name = str(target)
+
+    def member(path):
+        relative = path.relative_to(source).as_posix()
+        return f"{top}/{relative}" if top else relative
+
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(target, "w") as packed:
+            for path in files:
+                packed.write(path, member(path))
+    else:
+        with tarfile.open(target, "w:gz" if name.endswith(".gz") else "w") as packed:
+            for path in files:
+                packed.add(path, member(path))
+    return target
+
+
+def one_line_error(path, match):
+    with pytest.raises(PipelineError, match=match) as caught:
+        read_folder(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_directory_classes_sorted_by_name_with_matching_labels(dataset):
+    splits, classes = read_folder(dataset)
+
+    assert classes == SORTED
+    for split, per_class in (("train", 3), ("test", 2)):
+        labels = splits[split].labels
+        np.testing.assert_array_equal(labels, np.repeat([0, 1, 2], per_class))
+        for image, label in zip(splits[split].images, labels):
+            assert image.shape == (40, 48, 3) and image.dtype == np.uint8
+            assert image.mean(axis=(0, 1)).argmax() == DOMINANT_CHANNEL[classes[label]]
+    # Files of a class come in name order: the first train image of "ant" is class_1/000.png.
+    first = np.asarray(Image.open(dataset / "train" / "ant" / "000.png"))
+    np.testing.assert_array_equal(splits["train"].images[0], first)
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".zip"])
+@pytest.mark.parametrize("top", [None, "my-images"])
+def test_archives_read_like_the_directory(dataset, tmp_path, suffix, top):
+    expected_splits, expected_classes = read_folder(dataset)
+    packed = archive(dataset, tmp_path / f"images{suffix}", top)
+
+    splits, classes = read_folder(packed)
+
+    assert classes == expected_classes
+    for split, expected in expected_splits.items():
+        np.testing.assert_array_equal(splits[split].labels, expected.labels)
+        assert len(splits[split].images) == len(expected.images)
+        for image, expected_image in zip(splits[split].images, expected.images):
+            np.testing.assert_array_equal(image, expected_image)
+
+
+def test_non_image_and_hidden_files_are_ignored(dataset):
+    ant = dataset / "train" / "ant"
+    (ant / "README.txt").write_text("where these came from")
+    (ant / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (ant / "._000.png").write_bytes(b"macOS resource fork, not a PNG")  # hidden, image suffix
+    (dataset / "train" / ".DS_Store").write_bytes(b"\x00")
+    (dataset / "train" / ".thumbnails").mkdir()
+    shutil.copy(ant / "000.png", dataset / "train" / ".thumbnails" / "000.png")
+    (dataset / "README.txt").write_text("train/ and test/ below")
+
+    splits, classes = read_folder(dataset)
+
+    assert classes == SORTED
+    assert len(splits["train"].images) == 9 and len(splits["test"].images) == 6
+
+
+def test_zip_made_on_macos(dataset, tmp_path):
+    packed = archive(dataset, tmp_path / "images.zip", top="images")
+    with zipfile.ZipFile(packed, "a") as zipped:  # what macOS's "Compress" adds
+        zipped.writestr("__MACOSX/images/train/ant/._000.png", b"resource fork")
+        zipped.writestr("images/.DS_Store", b"\x00\x00\x00\x01Bud1")
+    splits, classes = read_folder(packed)
+    assert classes == SORTED and len(splits["train"].images) == 9
+
+
+def test_missing_path(tmp_path):
+    missing = tmp_path / "not-there"
+    message = one_line_error(missing, "does not exist")
+    assert str(missing) in message and "data.path" in message
+
+
+def test_no_train_or_test_folder(dataset):
+    shutil.rmtree(dataset / "test")
+    message = one_line_error(dataset, "no train/ and test/")
+    assert str(dataset) in message and "test/<class>" in message
+
+
+def test_classes_differ_between_splits(dataset):
+    shutil.rmtree(dataset / "test" / "mole")
+    message = one_line_error(dataset, "same class folders")
+    assert "only in train: ['mole']" in message and "only in test: []" in message
+
+
+@pytest.mark.parametrize("leave", [None, "notes.txt"])
+def test_empty_class_folder(dataset, leave):
+    empty = dataset / "test" / "ant"
+    for path in empty.iterdir():
+        path.unlink()
+    if leave:
+        (empty / leave).write_text("not an image")
+    message = one_line_error(dataset, "holds no images")
+    assert str(empty) in message
+
+
+def test_empty_class_folder_in_an_archive(dataset, tmp_path):
+    for path in (dataset / "train" / "mole").iterdir():
+        path.unlink()
+    packed = tmp_path / "images.tar"
+    with tarfile.open(packed, "w") as tar:
+        tar.add(dataset, "images")  # folders are members too, the empty one included
+    message = one_line_error(packed, "holds no images")
+    assert f"{packed}/images/train/mole" in message
+
+
+def test_symlinked_class_folders_are_followed(dataset, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (dataset / "train" / "ant").rename(elsewhere)
+    (dataset / "train" / "ant").symlink_to(elsewhere)
+    splits, classes = read_folder(dataset)
+    assert classes == SORTED and len(splits["train"].images) == 9
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def garble(path):
+    path.write_bytes(b"this is not a JPEG at all" * 10)
+
+
+@pytest.mark.parametrize("damage", [truncate, garble])
+def test_unreadable_jpeg_is_named(dataset, damage):
+    bad = dataset / "train" / "mole" / "001.jpg"
+    Image.open(dataset / "train" / "mole" / "001.png").save(bad, quality=95)
+    damage(bad)
+    message = one_line_error(dataset, "not a readable image")
+    assert str(bad) in message
+
+
+def test_unreadable_jpeg_in_an_archive_is_named_inside_the_archive(dataset, tmp_path):
+    bad = dataset / "test" / "zebra" / "bad.jpg"
+    Image.open(dataset / "test" / "zebra" / "000.png").save(bad)
+    truncate(bad)
+    packed = archive(dataset, tmp_path / "images.tar.gz", top="images")
+    message = one_line_error(packed, "not a readable image")
+    assert f"{packed}/images/test/zebra/bad.jpg: not a readable image" in message
+
+
+def test_tar_gz_that_is_not_an_archive(tmp_path):
+    fake = tmp_path / "images.tar.gz"
+    fake.write_text("<html>404 Not Found</html>")
+    message = one_line_error(fake, "not a readable .tar, .tar.gz or .zip")
+    assert str(fake) in message
+
+
+@needs_shared(SHARED_CIFAR_JPG)
+def test_shared_cifar10_jpg_archive_lists_and_decodes():
+    # Reading all 12k images takes several seconds; listing them all and decoding a few shows
+    # the layout (one top-level folder) and the JPEGs work.
+    tree = read_tree(SHARED_CIFAR_JPG)
+    root = find_root(tree)
+    assert str(root) == "cifar10-jpg"
+    listing = {split: list_split(tree, root, split) for split in ("train", "test")}
+    assert list(listing["train"]) == list(listing["test"]) == sorted(listing["train"])
+    assert len(listing["train"]) == 10 and "airplane" in listing["train"]
+    assert all(len(files) == 1000 for files in listing["train"].values())
+    assert all(len(files) == 200 for files in listing["test"].values())
+    for files in listing["test"].values():
+        image = load_rgb(tree.open(files[0]))
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+        assert image.std() > 0
