@@ -3,6 +3,7 @@
 The registry itself is plain data so params can be checked without importing TensorFlow.
 """
 import importlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +68,17 @@ def _explain_build_error(backbone, error):
     if backbone["weights"] == "imagenet" and url:
         file = url.group(0).rsplit("/", 1)[-1]
         return (f"cannot download the ImageNet weights of {backbone['name']} ({url.group(0)}): "
-                f"put {file} in ~/.keras/models/ or set backbone.weights to its path")
+                f"put {file} in {_keras_models_dir()}/ or set backbone.weights to its path")
     if backbone["weights"] not in ("imagenet", "none"):
         return (f"backbone.weights {backbone['weights']} does not fit {backbone['name']} "
                 f"(alpha {backbone['alpha']}): {message[:300]}")
     return f"cannot build backbone {backbone['name']}: {message[:300]}"
+
+
+def _keras_models_dir():
+    """Where Keras looks for downloaded weights: $KERAS_HOME/models, else ~/.keras/models
+    (keras.config has no public accessor for it)."""
+    return os.path.join(os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"), "models")
 
 
 def preprocess_input(name):

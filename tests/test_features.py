@@ -1,0 +1,72 @@
+"""Feature extraction: the streamed features are exactly the backbone's outputs, in order."""
+import numpy as np
+import pytest
+
+from bottleneck import backbones
+from bottleneck.features import extract
+
+COUNT, BATCH = 10, 4  # 4 does not divide 10: the last batch is a short one
+
+
+class Progress:
+    def __init__(self):
+        self.done = 0
+
+    def update(self, count):
+        self.done += count
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    """The default backbone, 2x2 feature map at 64 px; with random weights its outputs are
+    still of order 1 to 10 (MobileNet's vanish to 1e-16, which would hide any error)."""
+    return backbones.build({"name": "resnet50", "weights": "none", "alpha": 1.0}, 64)
+
+
+@pytest.fixture(scope="module")
+def images_and_expected(resnet50, tmp_path_factory):
+    """Random images in a .npy, and the backbone's outputs for them the plain Keras way."""
+    images = np.random.default_rng(0).integers(0, 256, (COUNT, 64, 64, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("images") / "images.npy"
+    np.save(path, images)
+    preprocess = backbones.preprocess_function("resnet50")
+    expected = resnet50.predict(preprocess(images), batch_size=COUNT, verbose=0)
+    assert np.abs(expected).max() > 1  # a meaningful output, not a vanishing one
+    return path, expected
+
+
+def extract_to(path, resnet50, images_path, dtype, progress=None):
+    return extract(resnet50, backbones.preprocess_function("resnet50"), images_path, path, BATCH,
+                   dtype, progress)
+
+
+def assert_close(features, expected, tolerance):
+    """Each image's own features, in order (a shuffled or repeated batch would fail here)."""
+    np.testing.assert_allclose(features.astype(np.float32), expected, rtol=tolerance,
+                               atol=tolerance * np.abs(expected).max())
+
+
+def test_extract_writes_the_backbones_outputs_as_float32(resnet50, images_and_expected,
+                                                         tmp_path):
+    images_path, expected = images_and_expected
+    progress = Progress()
+
+    shape = extract_to(tmp_path / "features.npy", resnet50, images_path, "float32", progress)
+
+    features = np.load(tmp_path / "features.npy")
+    assert shape == features.shape == (COUNT, 2, 2, 2048)
+    assert features.dtype == np.float32
+    assert progress.done == COUNT
+    assert_close(features, expected, 1e-5)
+
+
+def test_extract_as_float16_twice_gives_byte_identical_files(resnet50, images_and_expected,
+                                                             tmp_path):
+    images_path, expected = images_and_expected
+    for run in ("first", "second"):
+        extract_to(tmp_path / f"{run}.npy", resnet50, images_path, "float16")
+
+    assert (tmp_path / "first.npy").read_bytes() == (tmp_path / "second.npy").read_bytes()
+    features = np.load(tmp_path / "first.npy")
+    assert features.dtype == np.float16 and features.shape == (COUNT, 2, 2, 2048)
+    assert_close(features, expected, 1e-3)

@@ -1,0 +1,127 @@
+"""Training: the frozen backbone really stays frozen, the outputs are complete and reloadable,
+and train_head is reproducible bit for bit with the same seed."""
+import csv
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bottleneck import backbones, params as params_file, training
+from bottleneck.heads import frozen_model
+from conftest import COLORS, make_image
+
+EPOCHS, CLASSES, SIZE = 2, 3, 64
+DEFAULT_HEAD = params_file.validate({})["head"]
+TIMING_KEYS = {"train_seconds", "seconds_per_epoch"}
+
+
+def tiny_images(per_class, seed):
+    rng = np.random.default_rng(seed)
+    images = np.stack([make_image(rng, COLORS[c], (SIZE, SIZE))
+                       for c in range(CLASSES) for _ in range(per_class)])
+    return images, np.repeat(np.arange(CLASSES), per_class)
+
+
+def snapshot(weights):
+    return [np.array(w.numpy(), copy=True) for w in weights]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """ResNet50 (random weights, but outputs of order 1, and 53 BatchNormalization layers)
+    plus the default head, trained EPOCHS epochs through train() as train_frozen does."""
+    out = tmp_path_factory.mktemp("train_frozen")
+    keras.utils.set_random_seed(0)
+    backbone = backbones.build({"name": "resnet50", "weights": "none", "alpha": 1.0}, SIZE)
+    model = frozen_model(backbone, DEFAULT_HEAD, CLASSES)
+    head_weights = [w for w in model.weights if not any(w is b for b in backbone.weights)]
+    backbone_before, head_before = snapshot(backbone.weights), snapshot(head_weights)
+
+    preprocess = backbones.preprocess_input("resnet50")
+
+    def to_backbone_input(images):
+        return preprocess(tf.cast(images, tf.float32))
+    train_split, test_split = tiny_images(4, seed=1), tiny_images(2, seed=2)
+    paths = {name: out / name for name in ("frozen.keras", "metrics.json", "history.csv")}
+    metrics = training.train(
+        model, training.dataset(*train_split, 4, to_backbone_input, shuffle_seed=0),
+        training.dataset(*test_split, 4, to_backbone_input), EPOCHS, 1e-3,
+        paths["frozen.keras"], paths["metrics.json"], paths["history.csv"])
+    return dict(model=model, backbone=backbone, head_weights=head_weights, metrics=metrics,
+                backbone_before=backbone_before, head_before=head_before, paths=paths,
+                test_inputs=to_backbone_input(test_split[0]))
+
+
+def test_frozen_backbone_and_its_batchnorm_statistics_do_not_change(trained):
+    backbone = trained["backbone"]
+    moving = [w for w in backbone.weights if "moving_" in w.path]
+    assert len(moving) == 2 * 53  # mean and variance of every BatchNormalization layer
+    assert len(backbone.non_trainable_weights) == len(backbone.weights)
+    for before, weight in zip(trained["backbone_before"], backbone.weights, strict=True):
+        assert np.array_equal(before, weight.numpy()), weight.path
+
+
+def test_the_head_did_train(trained):
+    changed = [not np.array_equal(before, w.numpy())
+               for before, w in zip(trained["head_before"], trained["head_weights"], strict=True)]
+    assert len(changed) == 4 and all(changed)  # Conv2D and Dense kernels and biases
+
+
+def test_metrics_summary(trained):
+    metrics = json.loads(trained["paths"]["metrics.json"].read_text())
+    assert metrics == trained["metrics"]
+    assert 0 <= metrics["test_accuracy"] <= metrics["best_test_accuracy"] <= 1
+    assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] > 0
+    assert 1 <= metrics["best_epoch"] <= EPOCHS and metrics["epochs"] == EPOCHS
+    assert 0 < metrics["seconds_per_epoch"] <= metrics["train_seconds"]
+    head_params = (2 * 2 * 2048 * 100 + 100) + (100 * CLASSES + CLASSES)
+    assert metrics["trainable_params"] == head_params
+    assert metrics["non_trainable_params"] == trained["backbone"].count_params()
+
+
+def test_history_has_one_row_per_epoch(trained):
+    with open(trained["paths"]["history.csv"], newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == list(range(EPOCHS))
+    accuracy = [float(row["val_accuracy"]) for row in rows]
+    assert round(accuracy[-1], 6) == trained["metrics"]["test_accuracy"]
+    assert round(max(accuracy), 6) == trained["metrics"]["best_test_accuracy"]
+    assert all(math.isfinite(float(row["val_loss"])) for row in rows)
+
+
+def test_saved_model_reloads_and_predicts_the_same(trained):
+    reloaded = keras.models.load_model(trained["paths"]["frozen.keras"])
+    inputs = trained["test_inputs"]
+    expected = trained["model"].predict(inputs, verbose=0)
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), expected, rtol=1e-6,
+                               atol=1e-7)
+    assert not np.allclose(expected, expected[:1])  # predictions depend on the image
+
+
+def test_outputs_leave_no_temporary_files(trained):
+    assert sorted(p.name for p in trained["paths"]["frozen.keras"].parent.iterdir()) == sorted(
+        trained["paths"])
+
+
+def test_train_head_twice_with_the_same_seed_is_identical(project):
+    project.set_params(**{"train_head.epochs": 2, "train.deterministic": True})
+    assert project.repro("extract") == ["fetch", "preprocess", "extract"]
+    runs = []
+    for _ in range(2):
+        project.run("python", "stages/train_head.py")
+        metrics = project.metrics("train_head")
+        history = (project.root / "metrics" / "train_head_history.csv").read_text()
+        model = keras.models.load_model(project.root / "models" / "head.keras")
+        runs.append((metrics, history, [w.numpy() for w in model.weights]))
+    (first, first_history, first_weights), (second, second_history, second_weights) = runs
+
+    assert TIMING_KEYS <= first.keys()
+    assert ({k: v for k, v in first.items() if k not in TIMING_KEYS}
+            == {k: v for k, v in second.items() if k not in TIMING_KEYS})
+    assert first_history == second_history
+    assert len(first_weights) == len(second_weights) == 4
+    for a, b in zip(first_weights, second_weights):
+        assert np.array_equal(a, b)
