@@ -92,3 +92,11 @@ def preprocess_function(name):
     import numpy as np
     preprocess = preprocess_input(name)
     return lambda images: preprocess(np.array(images, dtype=np.float32))
+
+
+def preprocess_tensor_function(name):
+    """preprocess_input for uint8 image tensors in a tf.data pipeline (tensors are immutable,
+    so no copy is needed)."""
+    import tensorflow as tf
+    preprocess = preprocess_input(name)
+    return lambda images: preprocess(tf.cast(images, tf.float32))

@@ -20,13 +20,8 @@ def main():
     splits = load_arrays(PREPARED, "images")
     backbone = backbones.build(params["backbone"], splits["train"][0].shape[1])
     model = frozen_model(backbone, params["head"], len(classes))
-    preprocess = backbones.preprocess_input(params["backbone"]["name"])
-
-    def to_backbone_input(images):  # uint8 -> float32 -> the backbone's own preprocessing
-        import tensorflow as tf
-        return preprocess(tf.cast(images, tf.float32))
-    run_training_stage("train_frozen", model, splits, to_backbone_input, params,
-                       "models/frozen.keras")
+    preprocess = backbones.preprocess_tensor_function(params["backbone"]["name"])
+    run_training_stage("train_frozen", model, splits, preprocess, params, "models/frozen.keras")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from bottleneck import backbones, params as params_file, training
 from bottleneck.heads import frozen_model
@@ -40,10 +39,7 @@ def trained(tmp_path_factory):
     head_weights = [w for w in model.weights if not any(w is b for b in backbone.weights)]
     backbone_before, head_before = snapshot(backbone.weights), snapshot(head_weights)
 
-    preprocess = backbones.preprocess_input("resnet50")
-
-    def to_backbone_input(images):
-        return preprocess(tf.cast(images, tf.float32))
+    to_backbone_input = backbones.preprocess_tensor_function("resnet50")
     train_split, test_split = tiny_images(4, seed=1), tiny_images(2, seed=2)
     paths = {name: out / name for name in ("frozen.keras", "metrics.json", "history.csv")}
     metrics = training.train(
