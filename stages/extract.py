@@ -21,6 +21,12 @@ def main():
     params = params_file.load()
     classes = read_classes(PREPARED)
     img_size = read_header(PREPARED / "train_images.npy")[0][1]
+    # `backbone.weights: none` means random weights: seeded, so that every run writes the same
+    # bytes. A constant, not train.seed, so that changing train.seed does not re-extract;
+    # train_frozen seeds with train.seed (default 0) before the same build, so at the default
+    # both branches get the same random backbone.
+    import keras
+    keras.utils.set_random_seed(0)
     model = backbones.build(params["backbone"], img_size)
     preprocess = backbones.preprocess_function(params["backbone"]["name"])
     with atomic_path(FEATURES, directory=True) as tmp:

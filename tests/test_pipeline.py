@@ -1,0 +1,265 @@
+"""The whole pipeline through the real `dvc` CLI on a tiny folder dataset: what runs, what does
+not, and what `dvc metrics`/`params`/`plots` report.
+
+Every `dvc repro` costs tens of seconds (each stage imports TensorFlow), so the tests share one
+project (module scope). Each fixture below makes one change to the up-to-date project and
+records what happened, so that the tests pass in any order, or alone.
+"""
+import ast
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _dvc_project import (UP_TO_DATE, declared_outputs, dvc_yaml, module_project,
+                          npy_shape, snapshot, stage_names, varies)
+from conftest import COLORS, REPO_ROOT, make_image, ran_stages
+
+UPSTREAM_OUTPUTS = ("data/raw", "data/prepared", "data/features")
+
+# Package modules that cannot change what a stage writes (error messages, the temp-then-rename
+# of outputs, validation of params whose values DVC tracks itself), so no stage depends on them.
+NOT_OUTPUT_AFFECTING = {"__init__", "errors", "atomic", "params"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny project after its first `dvc repro`."""
+    project, images = module_project(tmp_path_factory, "pipeline")
+    first = project.dvc("repro")
+    return SimpleNamespace(project=project, images=images, first_ran=ran_stages(first.stdout))
+
+
+def repro_after(project, change):
+    """Apply `change` to the (up-to-date) project, `dvc repro`; what ran and `dvc status` after.
+    Each test of a change asserts that status is clean after it, so the next starts clean."""
+    change()
+    ran = ran_stages(project.dvc("repro").stdout)
+    return ran, project.dvc("status").stdout
+
+
+def test_first_repro_writes_every_declared_output_and_status_is_clean(tiny):
+    root = tiny.project.root
+    assert set(tiny.first_ran) == stage_names(root)
+    outputs = declared_outputs(root)
+    assert "data/features" in outputs and "metrics/train_frozen.json" in outputs  # sanity
+    for output in outputs:
+        path = root / output
+        assert path.exists(), f"{output} is declared in dvc.yaml but was not written"
+        if path.is_dir():
+            assert any(path.iterdir()), f"{output} is empty"
+        else:
+            assert path.stat().st_size > 0, f"{output} is empty"
+    # Real features, so that the later "rewritten or not" checks mean something.
+    assert varies(root / "data/features/train_features.npy")
+    assert UP_TO_DATE in tiny.project.dvc("status").stdout
+
+
+def test_second_repro_runs_no_stage(tiny):
+    out = tiny.project.dvc("repro").stdout
+    assert ran_stages(out) == []
+    for stage in stage_names(tiny.project.root):  # skipped as unchanged, not restored from cache
+        assert f"Stage '{stage}' didn't change, skipping" in out
+
+
+@pytest.fixture(scope="module")
+def head_change(tiny):
+    """train_head.epochs + 1 on a committed baseline: files and metrics before and after, and
+    the diffs against the baseline."""
+    project, root = tiny.project, tiny.project.root
+    project.commit("baseline")
+    epochs = project.params()["train_head"]["epochs"]
+
+    def state():
+        return SimpleNamespace(
+            data={name: snapshot(root / name) for name in UPSTREAM_OUTPUTS},
+            models=snapshot(root / "models"),
+            metrics={stage: project.metrics(stage) for stage in ("train_head", "train_frozen")})
+    before = state()
+    ran, status = repro_after(project, lambda: project.set_params(**{
+        "train_head.epochs": epochs + 1}))
+    return SimpleNamespace(
+        epochs=epochs, ran=ran, status=status, before=before, after=state(),
+        metrics_diff=json.loads(project.dvc("metrics", "diff", "--json").stdout),
+        metrics_diff_all=json.loads(project.dvc("metrics", "diff", "--all", "--json").stdout),
+        params_diff=json.loads(project.dvc("params", "diff", "--json").stdout))
+
+
+def test_head_only_param_reruns_train_head_alone(head_change):
+    before, after = head_change.before, head_change.after
+    assert head_change.ran == ["train_head"]
+    for name in UPSTREAM_OUTPUTS:  # extract (nor anything before it) did not run: untouched
+        assert after.data[name] == before.data[name], f"{name} was rewritten"
+    assert before.metrics["train_head"]["epochs"] == head_change.epochs
+    assert after.metrics["train_head"]["epochs"] == head_change.epochs + 1
+    assert after.metrics["train_frozen"] == before.metrics["train_frozen"]
+    assert after.models["frozen.keras"] == before.models["frozen.keras"]
+    assert after.models["head.keras"] != before.models["head.keras"]
+    assert UP_TO_DATE in head_change.status
+
+
+def test_metrics_and_params_diff_list_the_change(head_change):
+    epochs = head_change.epochs
+    assert head_change.params_diff == {
+        "params.yaml": {"train_head.epochs": {"old": epochs, "new": epochs + 1, "diff": 1}}}
+    # Without --all only changed metrics are listed: train_frozen did not change.
+    assert list(head_change.metrics_diff) == ["metrics/train_head.json"]
+    changed = head_change.metrics_diff["metrics/train_head.json"]
+    assert changed["epochs"] == {"old": epochs, "new": epochs + 1, "diff": 1}
+    assert all(entry["old"] != entry["new"] for entry in changed.values())
+    every = head_change.metrics_diff_all
+    assert set(every) == {"metrics/train_head.json", "metrics/train_frozen.json"}
+    head_keys = set(every["metrics/train_head.json"])
+    assert {"epochs", "test_accuracy", "test_loss"} <= head_keys
+    assert head_keys == set(head_change.after.metrics["train_head"])
+
+
+@pytest.fixture(scope="module")
+def head_reverted(tiny, head_change):
+    """train_head.epochs back to its value before head_change: a run DVC has seen before."""
+    project = tiny.project
+    project.set_params(**{"train_head.epochs": head_change.epochs})
+    out = project.dvc("repro").stdout
+    return SimpleNamespace(out=out, metrics=project.metrics("train_head"),
+                           model=(project.root / "models/head.keras").read_bytes(),
+                           status=project.dvc("status").stdout)
+
+
+def test_reverted_param_restores_the_earlier_run_from_the_run_cache(head_reverted, head_change):
+    assert ran_stages(head_reverted.out) == []
+    assert "Stage 'train_head' is cached - skipping run" in head_reverted.out
+    # What is restored is that earlier run's outputs, not the latest ones.
+    assert head_reverted.metrics == head_change.before.metrics["train_head"]
+    assert head_reverted.model == head_change.before.models["head.keras"][2]
+    assert UP_TO_DATE in head_reverted.status
+
+
+@pytest.fixture(scope="module")
+def img_size_change(tiny):
+    project, root = tiny.project, tiny.project.root
+    # 32 px more is one more step of the backbone's total stride: the feature map grows too.
+    size = project.params()["prepare"]["img_size"] + 32
+    features_before = npy_shape(root / "data/features/train_features.npy")
+    ran, status = repro_after(project, lambda: project.set_params(**{"prepare.img_size": size}))
+    return SimpleNamespace(size=size, ran=ran, status=status, params=project.params(),
+                           features_before=features_before,
+                           images=npy_shape(root / "data/prepared/train_images.npy"),
+                           features=npy_shape(root / "data/features/train_features.npy"))
+
+
+def test_img_size_change_reruns_everything_after_fetch(img_size_change):
+    change = img_size_change
+    assert set(change.ran) == {"preprocess", "extract", "train_head", "train_frozen"}
+    count = change.params["prepare"]["train_count"]
+    assert change.images == (count, change.size, change.size, 3)
+    # Bigger images, bigger feature map: extract ran on the new images, not stale ones.
+    assert change.features[0] == count
+    assert change.features[1] > change.features_before[1]
+    assert change.features[3] == change.features_before[3]  # same backbone channels
+    assert UP_TO_DATE in change.status
+
+
+@pytest.fixture(scope="module")
+def image_added(tiny):
+    project, root = tiny.project, tiny.project.root
+    raw_before = npy_shape(root / "data/raw/train_labels.npy")[0]
+    inputs = ("data/prepared/train_images.npy", "data/features/train_features.npy")
+    before = {name: (root / name).read_bytes() for name in inputs}
+    # Sorts right after 000.png, so it falls within the first prepare.train_count images.
+    added = tiny.images / "train" / "class_0" / "000_added.png"
+
+    def add_image():
+        pixels = make_image(np.random.default_rng(99), COLORS[0], (52, 36))
+        Image.fromarray(pixels).save(added)
+    ran, status = repro_after(project, add_image)
+    return SimpleNamespace(ran=ran, status=status, raw_before=raw_before, before=before,
+                           raw_after=npy_shape(root / "data/raw/train_labels.npy")[0],
+                           after={name: (root / name).read_bytes() for name in inputs})
+
+
+def test_added_image_reruns_every_stage(image_added):
+    assert set(image_added.ran) == {"fetch", "preprocess", "extract", "train_head",
+                                    "train_frozen"}
+    assert image_added.raw_after == image_added.raw_before + 1
+    for name, data in image_added.after.items():  # the new image is among those used
+        assert data != image_added.before[name], f"{name} did not change"
+    assert UP_TO_DATE in image_added.status
+
+
+def test_metrics_show_puts_both_methods_side_by_side(tiny):
+    project = tiny.project
+    shown = json.loads(project.dvc("metrics", "show", "--json").stdout)[""]["data"]
+    paths = [path for stage in ("train_head", "train_frozen")
+             for path in declared_outputs(project.root, stage, kinds=("metrics",))]
+    assert len(paths) == 2
+    for path in paths:
+        assert shown[path]["data"] == json.loads((project.root / path).read_text())
+    table = project.dvc("metrics", "show").stdout.splitlines()
+    assert "test_accuracy" in table[0]
+    assert [row.split()[0] for row in table[1:]] == paths
+
+
+def read_column(path, column):
+    with open(path, newline="") as file:
+        return [row[column] for row in csv.DictReader(file)]
+
+
+def test_plots_show_draws_both_training_curves(tiny, tmp_path):
+    project = tiny.project
+    project.dvc("plots", "show", "-o", tmp_path / "plots")
+    html = (tmp_path / "plots" / "index.html").read_text()
+    shown = json.loads(project.dvc("plots", "show", "--json").stdout)["data"]
+    charts = dvc_yaml(project.root)["plots"]
+    assert len(charts) >= 1
+    for chart in charts:
+        (title, spec), = chart.items()
+        assert len(spec["y"]) == 2, "each chart compares the two methods"
+        (vega,) = shown[title]
+        rows = vega["content"]["data"]["values"]
+        for csv_path, column in spec["y"].items():
+            name = Path(csv_path).name
+            assert name in html
+            drawn = [row[column] for row in rows if row["filename"] == name]
+            assert drawn == read_column(project.root / csv_path, column), (title, csv_path)
+            assert drawn, f"{title}: no points from {csv_path}"
+
+
+def imported_package_modules(path):
+    """Names of the bottleneck modules that the Python file `path` imports (anywhere in it)."""
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.module == "bottleneck" or (node.level == 1 and node.module is None):
+                yield from (alias.name for alias in node.names)
+            elif node.level == 1:
+                yield node.module.split(".")[0]
+            elif node.module and node.module.startswith("bottleneck."):
+                yield node.module.split(".")[1]
+        elif isinstance(node, ast.Import):
+            yield from (alias.name.split(".")[1] for alias in node.names
+                        if alias.name.startswith("bottleneck."))
+
+
+def modules_run_by(script):
+    found, todo = set(), [script]
+    while todo:
+        for name in imported_package_modules(todo.pop()):
+            if name not in found and name not in NOT_OUTPUT_AFFECTING:
+                found.add(name)
+                todo.append(REPO_ROOT / "bottleneck" / f"{name}.py")
+    return {f"bottleneck/{name}.py" for name in found}
+
+
+def test_each_stage_depends_on_the_code_it_runs():
+    """A module missing from a stage's deps would let `dvc repro` keep outputs of old code."""
+    declared, run = {}, {}
+    for stage, spec in dvc_yaml(REPO_ROOT)["stages"].items():
+        script = f"stages/{stage}.py"
+        assert spec["cmd"] == f"python {script}"
+        assert script in spec["deps"]
+        declared[stage] = sorted(dep for dep in spec["deps"] if dep.startswith("bottleneck/"))
+        run[stage] = sorted(modules_run_by(REPO_ROOT / script))
+    assert declared == run
