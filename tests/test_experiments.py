@@ -1,0 +1,60 @@
+"""A head-parameter sweep of queued experiments reuses the features: each experiment runs in its
+own temporary clone, which has only what git and DVC track, and trains the head only."""
+import json
+import re
+
+import pytest
+
+from _ran_project import ran_project, ran_project_template  # noqa: F401 (fixtures)
+from conftest import ran_stages
+
+EPOCHS = [2, 3]  # train_head.epochs of the sweep; the committed run used 1
+
+
+def queued_names(dvc_output):
+    return re.findall(r"Queued experiment '([^']+)' for future execution", dvc_output)
+
+
+def experiments(exp_show_json):
+    """{name: {"params", "metrics", "deps", ...}} of the experiments in `dvc exp show --json`,
+    and the baseline commit's own data."""
+    commits = [entry for entry in json.loads(exp_show_json) if entry["rev"] != "workspace"]
+    assert len(commits) == 1, exp_show_json
+    found = {run["name"]: run["data"] for experiment in commits[0]["experiments"] or []
+             for run in experiment["revs"] if run["data"]}
+    return found, commits[0]["data"]
+
+
+def metrics_of(data, stage):
+    return data["metrics"][f"metrics/{stage}.json"]["data"]
+
+
+def test_a_queued_head_sweep_never_runs_extract(ran_project):
+    project = ran_project
+    sweep = ",".join(map(str, EPOCHS))
+    names = queued_names(project.dvc("exp", "run", "--queue", "-S",
+                                     f"train_head.epochs={sweep}").stdout)
+    assert len(names) == len(EPOCHS)
+    run = project.dvc("exp", "run", "--run-all", check=False)  # waits; exits 0 even on failures
+    logs = {name: project.dvc("queue", "logs", name, check=False).stdout for name in names}
+    found, baseline = experiments(project.dvc("exp", "show", "--json").stdout)
+    if set(found) != set(names):
+        status = project.dvc("queue", "status", check=False).stdout
+        pytest.fail(f"experiments failed.\nexp run --run-all:\n{run.stdout}{run.stderr}\n"
+                    f"queue status:\n{status}\n" +
+                    "".join(f"queue logs {name}:\n{log}\n" for name, log in logs.items()))
+
+    for name, log in logs.items():  # the queue keeps each experiment's `dvc repro` output
+        assert ran_stages(log) == ["train_head"], log
+        assert "Stage 'extract' didn't change, skipping" in log, log
+
+    epochs = {}
+    for name in names:
+        data = found[name]
+        epochs[name] = data["params"]["params.yaml"]["data"]["train_head"]["epochs"]
+        assert metrics_of(data, "train_head")["epochs"] == epochs[name]
+        assert data["deps"]["data/features"] == baseline["deps"]["data/features"]
+        assert metrics_of(data, "train_frozen") == metrics_of(baseline, "train_frozen")
+    assert sorted(epochs.values()) == EPOCHS
+    losses = {name: metrics_of(found[name], "train_head")["test_loss"] for name in names}
+    assert len(set(losses.values())) == len(names), losses
