@@ -48,12 +48,13 @@ def closed_port():
 
 
 def s3_client(endpoint):
-    import boto3
+    """A plain S3 client. botocore comes with dvc-s3 (through aiobotocore); boto3 does not."""
+    import botocore.session
     from botocore.config import Config
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY_ID,
-                        aws_secret_access_key=SECRET_ACCESS_KEY, region_name="us-east-1",
-                        config=Config(connect_timeout=2, read_timeout=10,
-                                      retries={"max_attempts": 1}))
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY, region_name="us-east-1",
+        config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}))
 
 
 def weed_binary():
