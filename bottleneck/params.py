@@ -76,7 +76,7 @@ SCHEMA = {
         "alpha": (1.0, _positive_number),
     },
     "extract": {
-        "batch_size": (32, _positive_int),
+        "batch_size": (16, _positive_int),
         "dtype": ("float16", _one_of("float16", "float32")),
     },
     "head": {

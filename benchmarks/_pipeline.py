@@ -1,0 +1,215 @@
+"""The figures of benchmarks/extract.py that need whole processes: peak memory of the extract
+stage, disk used by its features with DVC, and the cost of `dvc repro`."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bottleneck.datasets import write_classes  # noqa: E402
+from bottleneck.npy_stream import NpyWriter  # noqa: E402
+
+# What a copy of the project needs to run its pipeline: code and config, no outputs.
+PROJECT_FILES = ["bottleneck", "stages", "dvc.yaml", "params.yaml", ".dvc/config",
+                 ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+CLASSES = [f"class_{i}" for i in range(10)]
+SOURCE_SIZE = 32  # CIFAR-10's side: the images the original resized up to 139 px
+
+
+def held_out_count(train_count):
+    """The test split keeps the defaults' 10:1 ratio."""
+    return max(1, train_count // 10)
+
+
+def environment():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    for role in ("AUTHOR", "COMMITTER"):  # git commits in the temporary project
+        env.setdefault(f"GIT_{role}_NAME", "benchmark")
+        env.setdefault(f"GIT_{role}_EMAIL", "benchmark@example.com")
+    return env
+
+
+def set_params(path, settings, base=None):
+    """Write `base` (default: `path` itself) with `settings` ({"section.key": value}) applied
+    to the params file `path`."""
+    params = yaml.safe_load(Path(base or path).read_text())
+    for dotted, value in settings.items():
+        section, key = dotted.split(".", 1)
+        params[section][key] = value
+    Path(path).write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def random_images(count, size, seed):
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+# --- peak memory of the extract stage --------------------------------------------------------
+
+def write_prepared(directory, train_count, img_size, chunk=256):
+    """A data/prepared/ of random images, written in chunks: 8000 images at 139 px are 460 MB
+    that this process does not need to hold."""
+    directory.mkdir(parents=True)
+    for split, count in (("train", train_count), ("test", held_out_count(train_count))):
+        with NpyWriter(directory / f"{split}_images.npy", (count, img_size, img_size, 3),
+                       np.uint8) as writer:
+            for start in range(0, count, chunk):
+                writer.write(random_images(min(chunk, count - start), img_size, seed=start))
+        np.save(directory / f"{split}_labels.npy", np.arange(count) % len(CLASSES))
+    write_classes(CLASSES, directory)
+
+
+# Runs a stage script and, as it exits, writes its peak resident memory (kB) to a file.
+# VmHWM is the high-water mark of this program's own memory: the parent's ru_maxrss of the
+# child would also count the memory of the (TensorFlow-laden) process that forked it.
+_PEAK_REPORTING_RUNNER = """
+import atexit, runpy, sys
+script, report = sys.argv[1:]
+
+def write_peak():
+    with open("/proc/self/status") as status:
+        peak_kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(report, "w") as file:
+        file.write(peak_kb)
+
+atexit.register(write_peak)
+sys.argv = [script]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def peak_memory_of_extract(workdir, train_count, img_size, settings):
+    """Run stages/extract.py in its own process on `train_count` (+10%) images; return its
+    peak resident memory (which counts touched pages of memory-mapped files too) and
+    seconds. Linux only: it reads /proc."""
+    root = Path(workdir) / f"memory-{train_count}"
+    write_prepared(root / "data" / "prepared", train_count, img_size)
+    set_params(root / "params.yaml", settings, base=REPO_ROOT / "params.yaml")
+    log_path, peak_path = root / "extract.log", root / "peak_kb"
+    with open(log_path, "w") as log:
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, "-c", _PEAK_REPORTING_RUNNER,
+                                 str(REPO_ROOT / "stages" / "extract.py"), str(peak_path)],
+                                cwd=root, env=environment(), stdout=log, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"extract of {train_count} images failed:\n{log_path.read_text()}")
+    peak_bytes = int(peak_path.read_text()) * 1024
+    shutil.rmtree(root)
+    return {"train_images": train_count, "test_images": held_out_count(train_count),
+            "peak_rss_bytes": peak_bytes, "seconds": round(seconds, 1)}
+
+
+# --- a project copy run by DVC ----------------------------------------------------------------
+
+def write_folder_dataset(root, train_count, seed=0):
+    """train/<class>/*.png and test/<class>/*.png of random 32 px images, at least one of
+    each class in each split (the folder source requires it)."""
+    for split, count in (("train", train_count), ("test", held_out_count(train_count))):
+        images = random_images(max(count, len(CLASSES)), SOURCE_SIZE, seed + len(split))
+        for i, image in enumerate(images):
+            folder = Path(root) / split / CLASSES[i % len(CLASSES)]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i:05d}.png")
+
+
+class DvcProject:
+    """A copy of this project in a temporary git repo on a folder dataset of random images."""
+
+    def __init__(self, root, train_count, settings):
+        self.root = Path(root)
+        for name in PROJECT_FILES:
+            source, target = REPO_ROOT / name, self.root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            elif source.exists():
+                shutil.copy2(source, target)
+        write_folder_dataset(self.root / "images", train_count)
+        self.set_params({"data.source": "folder", "data.path": "images",
+                         "prepare.train_count": train_count,
+                         "prepare.test_count": held_out_count(train_count), **settings})
+        self.run("git", "init", "-q")
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-qm", "benchmark project")
+
+    def set_params(self, settings):
+        set_params(self.root / "params.yaml", settings)
+
+    def run(self, *args):
+        if args[0] == "dvc":
+            args = (sys.executable, "-m", "dvc") + args[1:]
+        result = subprocess.run(args, cwd=self.root, env=environment(), capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def timed_repro(self, *targets):
+        """Seconds of `dvc repro [targets]` and the stages it ran."""
+        started = time.perf_counter()
+        output = self.run("dvc", "repro", *targets)
+        seconds = time.perf_counter() - started
+        ran = [line.split("'")[1] for line in output.splitlines()
+               if line.startswith("Running stage '")]
+        return {"seconds": round(seconds, 1), "stages_run": ran}
+
+    def params(self):
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def metrics(self, stage):
+        return json.loads((self.root / "metrics" / f"{stage}.json").read_text())
+
+    def output_hash(self, path):
+        """The md5 that dvc.lock records for output `path`."""
+        for stage in yaml.safe_load((self.root / "dvc.lock").read_text())["stages"].values():
+            for out in stage.get("outs", []):
+                if out["path"] == path:
+                    return out["md5"]
+        raise KeyError(path)
+
+    def cache_file(self, md5):
+        return self.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+    def disk_usage(self, path="data/features"):
+        """Bytes of `path` (a directory output) vs the disk blocks it takes in the workspace
+        plus the DVC cache, a file linked from both places counted once."""
+        workspace = sorted(p for p in (self.root / path).rglob("*") if not p.is_dir())
+        listing = self.cache_file(self.output_hash(path))
+        cached = [listing] + [self.cache_file(entry["md5"])
+                              for entry in json.loads(listing.read_text())]
+        seen, blocks = set(), 0
+        for file in workspace + cached:
+            status = file.lstat()
+            if (status.st_dev, status.st_ino) not in seen:
+                seen.add((status.st_dev, status.st_ino))
+                blocks += status.st_blocks * 512
+        sample = max(workspace, key=lambda file: file.stat().st_size)
+        if sample.is_symlink():
+            link = "symlink"
+        elif sample.stat().st_nlink > 1:
+            link = "hardlink"
+        else:
+            link = "copy (or reflink: then du counts shared blocks twice)"
+        data_bytes = sum(file.stat().st_size for file in workspace)
+        return {"feature_bytes": data_bytes, "disk_bytes": blocks,
+                "ratio": round(blocks / data_bytes, 3), "workspace_link": link,
+                "workspace_read_only": not sample.stat().st_mode & 0o222}
+
+    def disk_usage_as_copies(self, path="data/features"):
+        """The same measure with copies, what DVC's default cache.type (reflink,copy) gives
+        where reflinks are unsupported; the project's own setting is restored afterwards."""
+        self.run("dvc", "config", "--local", "cache.type", "copy")
+        self.run("dvc", "checkout", "--relink", path)
+        usage = self.disk_usage(path)
+        self.run("dvc", "config", "--local", "--unset", "cache.type")
+        self.run("dvc", "checkout", "--relink", path)
+        return usage

@@ -1,0 +1,357 @@
+"""Benchmark feature extraction on this machine and check the project's performance targets.
+
+    python benchmarks/extract.py             # ResNet50, 1000 images at 139 px (~20 min, 2 cores)
+    python benchmarks/extract.py --repro     # also time `dvc repro`: full vs head-only change
+    python benchmarks/extract.py --sweep 8,16,32,64   # also the forward pass by batch size
+    python benchmarks/extract.py --images 64 --img-size 64 --rounds 1   # a quick look
+
+Measured in one run, on the same random images (random weights: speed and memory do not
+depend on them):
+  1. images/s of the project's extract (bottleneck.features.extract: .npy in, .npy out);
+  2. images/s of the bare backbone forward pass on in-memory batches, compiled with
+     tf.function, with and without jit_compile (XLA): the ceiling for 1;
+  3. images/s of the original's way: resize every image, preprocess_input, one model.predict;
+  4. peak resident memory of the extract stage at N and 8N images, each in its own process;
+  5. disk used by the features in the workspace plus the DVC cache, vs their bytes;
+  6. with --repro: seconds of a full `dvc repro` vs after a change of a head param.
+1 to 3 run in interleaved rounds, each after a warm-up (graph tracing, reported apart), so
+that other processes' load hits all of them alike; the ratios are the medians of the
+per-round ratios. Prints a table, then the JSON (also written to --json).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+import _pipeline  # also puts the project's root on sys.path
+
+from bottleneck import backbones
+from bottleneck.features import extract
+from bottleneck.images import resize
+from bottleneck.npy_stream import iter_batches
+from bottleneck.prepare import write_resized
+
+TARGETS = {  # name: (figure, comparison, bound)
+    "extract_vs_compiled_forward": ("throughput.ratios.extract_vs_compiled_forward", ">=", 0.9),
+    "extract_vs_original": ("throughput.ratios.extract_vs_original", ">=", 1.0),
+    "memory_8n_vs_n": ("memory.ratio", "<=", 1.15),
+    "disk_vs_feature_bytes": ("disk.ratio", "<=", 1.1),
+    "repro_head_change_vs_full": ("repro.head_change_vs_full", "<=", 0.15),
+}
+METHODS = {
+    "extract": "project extract path (.npy -> features .npy)",
+    "forward": "bare forward, tf.function",
+    "forward_jit": "bare forward, tf.function(jit_compile=True)",
+    "original": "original: resize all, preprocess_input, predict",
+}
+
+
+def parse_args():
+    defaults = yaml.safe_load((_pipeline.REPO_ROOT / "params.yaml").read_text())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=1000, help="N, images per measurement")
+    parser.add_argument("--img-size", type=int, default=defaults["prepare"]["img_size"])
+    parser.add_argument("--backbone", default=defaults["backbone"]["name"])
+    parser.add_argument("--batch-size", type=int, default=defaults["extract"]["batch_size"])
+    parser.add_argument("--dtype", default=defaults["extract"]["dtype"])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
+    parser.add_argument("--memory-images", type=int,
+                        help="N of the memory runs (N and 8N); default --images")
+    parser.add_argument("--sweep", help="also time the bare forward pass at these batch "
+                        "sizes, e.g. 8,16,32,64, to choose extract.batch_size")
+    parser.add_argument("--repro", action="store_true",
+                        help="time dvc repro (a full run, then runs after head param changes) "
+                        "on --images at the project's params: ~20 min more at the defaults")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    return parser.parse_args()
+
+
+def progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def timed(run):
+    """(wall seconds, CPU seconds of this process's threads) of run()."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def original_way(model, sources, img_size, preprocess_input):
+    """The original notebook: everything resized and preprocessed in memory, then predict."""
+    resized = np.array([resize(image, img_size) for image in sources])
+    return model.predict(preprocess_input(resized.astype(np.float32)), verbose=0)
+
+
+def forward_runs(model, jit_compile, *batch_lists):
+    """For each list of in-memory batches, a run of one compiled forward function over it."""
+    import tensorflow as tf
+    forward = tf.function(lambda images: model(images, training=False), jit_compile=jit_compile)
+
+    def over(batches):
+        def run():
+            for batch in batches:
+                np.asarray(forward(batch))
+        return run
+    return [over(batches) for batches in batch_lists]
+
+
+def measure_throughput(args, workdir):
+    """Images/s of each method, in rounds whose order rotates; warm-ups timed apart."""
+    backbone = {"name": args.backbone, "weights": "none", "alpha": 1.0}
+    model = backbones.build(backbone, args.img_size)
+    sources = _pipeline.random_images(args.images, _pipeline.SOURCE_SIZE, seed=0)
+    images_path, warm_path = workdir / "images.npy", workdir / "warm.npy"
+    write_resized(sources, range(len(sources)), args.img_size, images_path)
+    # One full batch and a short one: every shape a run meets.
+    warm_count = min(args.batch_size + 1, len(sources))
+    write_resized(sources, range(warm_count), args.img_size, warm_path)
+    preprocess = backbones.preprocess_function(args.backbone)
+    batches = [preprocess(batch) for batch in iter_batches(images_path, args.batch_size)]
+    warm_batches = [preprocess(batch) for batch in iter_batches(warm_path, args.batch_size)]
+    preprocess_input = backbones.preprocess_input(args.backbone)
+
+    def extract_to(images):
+        return lambda: extract(model, preprocess, images, workdir / "features.npy",
+                               args.batch_size, args.dtype)
+    runs, warm_ups = {}, {}
+    runs["extract"], warm_ups["extract"] = extract_to(images_path), extract_to(warm_path)
+    for name, jit in (("forward", False), ("forward_jit", True)):
+        runs[name], warm_ups[name] = forward_runs(model, jit, batches, warm_batches)
+    runs["original"] = lambda: original_way(model, sources, args.img_size, preprocess_input)
+    warm_ups["original"] = lambda: original_way(model, sources[:warm_count], args.img_size,
+                                                preprocess_input)
+    warm_up_seconds = {name: round(timed(warm)[0], 2) for name, warm in warm_ups.items()}
+    # The original's figure includes resizing, which the project does once, in `preprocess`.
+    resize_seconds = timed(lambda: [resize(image, args.img_size) for image in sources])[0]
+
+    names, rounds = list(runs), []
+    for index in range(args.rounds):
+        order = names[index % len(names):] + names[:index % len(names)]
+        measured = {}
+        for name in order:
+            wall, cpu = timed(runs[name])
+            measured[name] = {"images_per_s": args.images / wall,
+                              "images_per_cpu_s": args.images / cpu}
+        rounds.append(measured)
+        progress(f"round {index + 1}/{args.rounds}: " + ", ".join(
+            f"{name} {m['images_per_s']:.1f}" for name, m in measured.items()) + " img/s")
+
+    def median(method, key="images_per_s"):
+        return round(statistics.median(r[method][key] for r in rounds), 2)
+
+    def extract_vs(*others, key="images_per_s"):
+        """Median over rounds of extract's speed / the best of `others` in the same round."""
+        return round(statistics.median(
+            r["extract"][key] / max(r[other][key] for other in others) for r in rounds), 3)
+    return {
+        "images": args.images, "rounds": args.rounds,
+        "images_per_s": {name: median(name) for name in names},
+        "images_per_s_each_round": {name: [round(r[name]["images_per_s"], 2) for r in rounds]
+                                    for name in names},
+        "images_per_cpu_s": {name: median(name, "images_per_cpu_s") for name in names},
+        "warm_up_seconds": warm_up_seconds,
+        "original_resize_seconds": round(resize_seconds, 2),
+        "ratios": {
+            "extract_vs_compiled_forward": extract_vs("forward", "forward_jit"),
+            "extract_vs_forward": extract_vs("forward"),
+            "extract_vs_forward_jit": extract_vs("forward_jit"),
+            "extract_vs_original": extract_vs("original"),
+            # Work per CPU-second barely depends on the other processes' load.
+            "extract_vs_compiled_forward_per_cpu_s": extract_vs(
+                "forward", "forward_jit", key="images_per_cpu_s"),
+            "extract_vs_original_per_cpu_s": extract_vs("original", key="images_per_cpu_s"),
+        },
+    }
+
+
+def measure_batch_sizes(args, workdir):
+    """Images/s of the bare compiled forward pass at each batch size of --sweep, interleaved."""
+    sizes = [int(size) for size in args.sweep.split(",")]
+    model = backbones.build({"name": args.backbone, "weights": "none", "alpha": 1.0},
+                            args.img_size)
+    preprocess = backbones.preprocess_function(args.backbone)
+    images_path = workdir / "images.npy"  # written by measure_throughput
+    runs = {size: forward_runs(model, False, [preprocess(batch) for batch in
+                                              iter_batches(images_path, size)])[0]
+            for size in sizes}
+    for run in runs.values():  # warm-up: trace every shape
+        run()
+    speeds = {size: [] for size in sizes}
+    for index in range(args.rounds):
+        for size in sizes[index % len(sizes):] + sizes[:index % len(sizes)]:
+            speeds[size].append(args.images / timed(runs[size])[0])
+    return {str(size): round(statistics.median(speeds[size]), 2) for size in sizes}
+
+
+def stage_settings(args):
+    return {"backbone.name": args.backbone, "backbone.weights": "none",
+            "prepare.img_size": args.img_size, "extract.batch_size": args.batch_size,
+            "extract.dtype": args.dtype}
+
+
+def measure_memory(args, workdir):
+    """Peak RSS of the extract stage at N and 8N images, each run in its own process."""
+    count = args.memory_images or args.images
+    runs = [_pipeline.peak_memory_of_extract(workdir, n, args.img_size, stage_settings(args))
+            for n in (count, 8 * count)]
+    return {"runs": runs,
+            "ratio": round(runs[1]["peak_rss_bytes"] / runs[0]["peak_rss_bytes"], 3)}
+
+
+def measure_pipeline(args, workdir):
+    """Disk used by the features after `dvc repro` in a project copy and, with --repro, the
+    seconds of a full run vs a run after a change of a head param."""
+    project = _pipeline.DvcProject(workdir / "project", args.images, stage_settings(args))
+    figures = {}
+    if not args.repro:
+        project.timed_repro("extract")
+    else:
+        full = project.timed_repro()
+        epochs = {stage: project.metrics(stage)["seconds_per_epoch"]
+                  for stage in ("train_head", "train_frozen")}
+        params = project.params()
+        # train_head.epochs is read by train_head alone: `dvc repro` reruns nothing else.
+        project.set_params({"train_head.epochs": params["train_head"]["epochs"] + 1})
+        head_epochs = project.timed_repro()
+        # head.* is shared by both training stages (the same head, trained two ways): a bare
+        # `dvc repro` retrains train_frozen too; `dvc repro train_head` iterates on the head.
+        dropout = params["head"]["dropout"]
+        project.set_params({"head.dropout": round(dropout + 0.05, 3)})
+        head_only = project.timed_repro("train_head")
+        project.set_params({"head.dropout": round(dropout + 0.1, 3)})
+        everything = project.timed_repro()
+        figures["repro"] = {
+            "images": args.images, "test_images": _pipeline.held_out_count(args.images),
+            "full": full,
+            "train_head_epochs_change_repro": head_epochs,
+            "head_dropout_change_repro_train_head": head_only,
+            "head_dropout_change_repro": everything,
+            "head_change_vs_full": round(head_epochs["seconds"] / full["seconds"], 3),
+            "head_dropout_repro_train_head_vs_full": round(
+                head_only["seconds"] / full["seconds"], 3),
+            "head_dropout_repro_vs_full": round(everything["seconds"] / full["seconds"], 3),
+            "seconds_per_epoch": epochs,
+        }
+    figures["disk"] = project.disk_usage()
+    figures["disk"]["as_copies"] = project.disk_usage_as_copies()
+    return figures
+
+
+def lookup(figures, dotted):
+    for key in dotted.split("."):
+        if not isinstance(figures, dict) or key not in figures:
+            return None
+        figures = figures[key]
+    return figures
+
+
+def check_targets(figures):
+    checks = {}
+    for name, (dotted, comparison, bound) in TARGETS.items():
+        value = lookup(figures, dotted)
+        met = None if value is None else (value >= bound if comparison == ">=" else value <= bound)
+        checks[name] = {"value": value, "target": f"{comparison} {bound}", "met": met}
+    return checks
+
+
+def print_table(figures):
+    conditions, throughput = figures["conditions"], figures["throughput"]
+    print(f"\n{conditions['backbone']} at {conditions['img_size']} px, batch "
+          f"{conditions['batch_size']}, {conditions['dtype']} features; {conditions['cpus']} CPUs "
+          f"({conditions['cpu']}), load average {conditions['load_average_start']} -> "
+          f"{conditions['load_average_end']}")
+    print(f"\nThroughput, {throughput['images']} images, median of {throughput['rounds']} "
+          "interleaved rounds:")
+    print(f"  {'method':50} {'img/s':>7} {'img/CPU-s':>10} {'warm-up s':>10}")
+    for name, label in METHODS.items():
+        print(f"  {label:50} {throughput['images_per_s'][name]:7.1f} "
+              f"{throughput['images_per_cpu_s'][name]:10.1f} "
+              f"{throughput['warm_up_seconds'][name]:10.1f}")
+    ratios = throughput["ratios"]
+    print(f"  extract / best compiled forward: {ratios['extract_vs_compiled_forward']:.3f} "
+          f"(per CPU-second {ratios['extract_vs_compiled_forward_per_cpu_s']:.3f}); "
+          f"extract / original: {ratios['extract_vs_original']:.3f} "
+          f"(per CPU-second {ratios['extract_vs_original_per_cpu_s']:.3f}; the original's "
+          f"time includes {throughput['original_resize_seconds']:.1f} s of resizing)")
+    if "batch_size_sweep" in figures:
+        print("  bare forward by batch size: " + ", ".join(
+            f"{size}: {speed:.1f}" for size, speed in figures["batch_size_sweep"].items()))
+    memory = figures["memory"]["runs"]
+    print("\nPeak resident memory of the extract stage: " + ", ".join(
+        f"{run['train_images']}+{run['test_images']} images {run['peak_rss_bytes'] / 2**20:.0f} MB"
+        for run in memory))
+    disk = figures["disk"]
+    print(f"\nFeatures: {disk['feature_bytes'] / 2**20:.1f} MB; workspace + DVC cache "
+          f"{disk['disk_bytes'] / 2**20:.1f} MB ({disk['workspace_link']}, read-only: "
+          f"{disk['workspace_read_only']}); as copies (DVC's default on ext4) "
+          f"{disk['as_copies']['disk_bytes'] / 2**20:.1f} MB")
+    if "repro" in figures:
+        repro = figures["repro"]
+        print(f"\ndvc repro, {repro['images']}+{repro['test_images']} images: full run "
+              f"{repro['full']['seconds']:.0f} s; `dvc repro` after train_head.epochs +1: "
+              f"{repro['train_head_epochs_change_repro']['seconds']:.0f} s; after a head.dropout "
+              f"change: `dvc repro train_head` "
+              f"{repro['head_dropout_change_repro_train_head']['seconds']:.0f} s, `dvc repro` "
+              f"{repro['head_dropout_change_repro']['seconds']:.0f} s "
+              f"({', '.join(repro['head_dropout_change_repro']['stages_run'])}); "
+              "seconds per epoch: "
+              + ", ".join(f"{stage} {s:.1f}" for stage, s in repro["seconds_per_epoch"].items()))
+    print("\nTargets:")
+    for name, check in figures["targets"].items():
+        verdict = {True: "met", False: "NOT MET", None: "not measured"}[check["met"]]
+        print(f"  {name:30} {check['target']:8} {check['value']!s:>8}  {verdict}")
+    print()
+
+
+def main():
+    args = parse_args()
+    import tensorflow as tf
+    figures = {"conditions": {
+        "backbone": args.backbone, "img_size": args.img_size, "batch_size": args.batch_size,
+        "dtype": args.dtype, "weights": "random", "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "tensorflow": tf.__version__,
+        "load_average_start": [round(load, 1) for load in os.getloadavg()],
+    }}
+    with tempfile.TemporaryDirectory(prefix="bottleneck-benchmark-") as tmp:
+        workdir = Path(tmp)
+        progress(f"throughput: {args.rounds} rounds of {len(METHODS)} methods on "
+                 f"{args.images} images")
+        figures["throughput"] = measure_throughput(args, workdir)
+        if args.sweep:
+            progress(f"bare forward pass at batch sizes {args.sweep}")
+            figures["batch_size_sweep"] = measure_batch_sizes(args, workdir)
+        progress("peak memory of the extract stage at N and 8N images")
+        figures["memory"] = measure_memory(args, workdir)
+        progress("dvc repro in a project copy" + (": full run, then head changes"
+                                                  if args.repro else " (up to extract)"))
+        figures.update(measure_pipeline(args, workdir))
+    figures["conditions"]["load_average_end"] = [round(load, 1) for load in os.getloadavg()]
+    figures["targets"] = check_targets(figures)
+    print_table(figures)
+    report = json.dumps(figures, indent=2)
+    print(report)
+    if args.json:
+        args.json.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
