@@ -15,11 +15,11 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bottleneck.datasets import write_classes  # noqa: E402
-from bottleneck.npy_stream import NpyWriter  # noqa: E402
+from keras_bottleneck.datasets import write_classes  # noqa: E402
+from keras_bottleneck.npy_stream import NpyWriter  # noqa: E402
 
 # What a copy of the project needs to run its pipeline: code and config, no outputs.
-PROJECT_FILES = ["bottleneck", "stages", "dvc.yaml", "params.yaml", ".dvc/config",
+PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", ".dvc/config",
                  ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 CLASSES = [f"class_{i}" for i in range(10)]
 SOURCE_SIZE = 32  # CIFAR-10's side: the images the original resized up to 139 px

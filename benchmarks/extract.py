@@ -7,7 +7,7 @@
 
 Measured in one run, on the same random images (random weights: speed and memory do not
 depend on them):
-  1. images/s of the project's extract (bottleneck.features.extract: .npy in, .npy out);
+  1. images/s of the project's extract (keras_bottleneck.features.extract: .npy in, .npy out);
   2. images/s of the bare backbone forward pass on in-memory batches, compiled with
      tf.function, with and without jit_compile (XLA): the ceiling for 1;
   3. images/s of the original's way: resize every image, preprocess_input, one model.predict;
@@ -33,11 +33,11 @@ import yaml
 
 import _pipeline  # also puts the project's root on sys.path
 
-from bottleneck import backbones
-from bottleneck.features import extract
-from bottleneck.images import resize
-from bottleneck.npy_stream import iter_batches
-from bottleneck.prepare import write_resized
+from keras_bottleneck import backbones
+from keras_bottleneck.features import extract
+from keras_bottleneck.images import resize
+from keras_bottleneck.npy_stream import iter_batches
+from keras_bottleneck.prepare import write_resized
 
 TARGETS = {  # name: (figure, comparison, bound)
     "extract_vs_compiled_forward": ("throughput.ratios.extract_vs_compiled_forward", ">=", 0.9),
@@ -331,7 +331,7 @@ def main():
         "tensorflow": tf.__version__,
         "load_average_start": [round(load, 1) for load in os.getloadavg()],
     }}
-    with tempfile.TemporaryDirectory(prefix="bottleneck-benchmark-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="keras-bottleneck-benchmark-") as tmp:
         workdir = Path(tmp)
         progress(f"throughput: {args.rounds} rounds of {len(METHODS)} methods on "
                  f"{args.images} images")

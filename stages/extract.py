@@ -7,12 +7,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from bottleneck import backbones, params as params_file  # noqa: E402
-from bottleneck.atomic import atomic_path  # noqa: E402
-from bottleneck.datasets import SPLITS, read_classes, write_classes  # noqa: E402
-from bottleneck.errors import run_stage  # noqa: E402
-from bottleneck.features import extract  # noqa: E402
-from bottleneck.npy_stream import read_header  # noqa: E402
+from keras_bottleneck import backbones, params as params_file  # noqa: E402
+from keras_bottleneck.atomic import atomic_path  # noqa: E402
+from keras_bottleneck.datasets import SPLITS, read_classes, write_classes  # noqa: E402
+from keras_bottleneck.errors import run_stage  # noqa: E402
+from keras_bottleneck.features import extract  # noqa: E402
+from keras_bottleneck.npy_stream import read_header  # noqa: E402
 
 PREPARED, FEATURES = Path("data/prepared"), Path("data/features")
 

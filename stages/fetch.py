@@ -4,12 +4,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bottleneck import params as params_file  # noqa: E402
-from bottleneck.atomic import atomic_path  # noqa: E402
-from bottleneck.cifar10 import read_cifar10  # noqa: E402
-from bottleneck.datasets import save_raw  # noqa: E402
-from bottleneck.errors import run_stage  # noqa: E402
-from bottleneck.folder import read_folder  # noqa: E402
+from keras_bottleneck import params as params_file  # noqa: E402
+from keras_bottleneck.atomic import atomic_path  # noqa: E402
+from keras_bottleneck.cifar10 import read_cifar10  # noqa: E402
+from keras_bottleneck.datasets import save_raw  # noqa: E402
+from keras_bottleneck.errors import run_stage  # noqa: E402
+from keras_bottleneck.folder import read_folder  # noqa: E402
 
 RAW = Path("data/raw")
 

@@ -6,11 +6,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bottleneck import params as params_file  # noqa: E402
-from bottleneck.atomic import atomic_path  # noqa: E402
-from bottleneck.datasets import SPLITS, load_raw_split, read_classes, write_classes  # noqa: E402
-from bottleneck.errors import run_stage  # noqa: E402
-from bottleneck.prepare import first_look, select, write_resized  # noqa: E402
+from keras_bottleneck import params as params_file  # noqa: E402
+from keras_bottleneck.atomic import atomic_path  # noqa: E402
+from keras_bottleneck.datasets import SPLITS, load_raw_split, read_classes, write_classes  # noqa: E402
+from keras_bottleneck.errors import run_stage  # noqa: E402
+from keras_bottleneck.prepare import first_look, select, write_resized  # noqa: E402
 
 RAW, PREPARED, FIRST_LOOK = Path("data/raw"), Path("data/prepared"), Path("metrics/first_images.png")
 

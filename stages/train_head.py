@@ -4,11 +4,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bottleneck import params as params_file  # noqa: E402
-from bottleneck.datasets import load_arrays, read_classes  # noqa: E402
-from bottleneck.errors import run_stage  # noqa: E402
-from bottleneck.heads import feature_head_model  # noqa: E402
-from bottleneck.training import run_training_stage, seed_everything  # noqa: E402
+from keras_bottleneck import params as params_file  # noqa: E402
+from keras_bottleneck.datasets import load_arrays, read_classes  # noqa: E402
+from keras_bottleneck.errors import run_stage  # noqa: E402
+from keras_bottleneck.heads import feature_head_model  # noqa: E402
+from keras_bottleneck.training import run_training_stage, seed_everything  # noqa: E402
 
 FEATURES = Path("data/features")
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from bottleneck.atomic import atomic_path
+from keras_bottleneck.atomic import atomic_path
 
 
 class Interrupted(Exception):

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from bottleneck import backbones
-from bottleneck.errors import PipelineError
+from keras_bottleneck import backbones
+from keras_bottleneck.errors import PipelineError
 from conftest import REPO_ROOT, SHARED_MOBILENET, needs_shared, subprocess_env
 
 
@@ -152,7 +152,7 @@ def test_offline_imagenet_weights_name_the_file_and_where_to_put_it(tmp_path):
     env = subprocess_env(tmp_path)
     env.update(KERAS_HOME=str(keras_home), HTTPS_PROXY="http://127.0.0.1:9",
                https_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
-    code = ("from bottleneck import backbones; from bottleneck.errors import run_stage; "
+    code = ("from keras_bottleneck import backbones; from keras_bottleneck.errors import run_stage; "
             "run_stage(lambda: backbones.build({'name': 'mobilenet_v2', 'weights': 'imagenet', "
             "'alpha': 1.0}, 32))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,

@@ -11,8 +11,8 @@ import pytest
 from _cifar import CLASS_NAMES, TRAIN_BATCHES, make_cifar_archive
 from conftest import make_project
 
-from bottleneck import cifar10
-from bottleneck.errors import PipelineError
+from keras_bottleneck import cifar10
+from keras_bottleneck.errors import PipelineError
 
 PER_BATCH = 3
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from bottleneck.datasets import (Split, load_arrays, load_raw_split, read_classes, save_raw,
+from keras_bottleneck.datasets import (Split, load_arrays, load_raw_split, read_classes, save_raw,
                                  write_classes)
-from bottleneck.errors import PipelineError
+from keras_bottleneck.errors import PipelineError
 
 
 def random_images(shapes, seed=0):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from bottleneck import backbones
-from bottleneck.features import extract
+from keras_bottleneck import backbones
+from keras_bottleneck.features import extract
 
 COUNT, BATCH = 10, 4  # 4 does not divide 10: the last batch is a short one
 

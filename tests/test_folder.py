@@ -9,9 +9,9 @@ import pytest
 from conftest import SHARED_CIFAR_JPG, make_folder_dataset, needs_shared
 from PIL import Image
 
-from bottleneck.errors import PipelineError
-from bottleneck.folder import find_root, list_split, read_folder, read_tree
-from bottleneck.images import load_rgb
+from keras_bottleneck.errors import PipelineError
+from keras_bottleneck.folder import find_root, list_split, read_folder, read_tree
+from keras_bottleneck.images import load_rgb
 
 # make_folder_dataset's class_0/1/2 are red/green/blue; renamed so that the order they were
 # made in is not the order of their names.

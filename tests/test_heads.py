@@ -3,9 +3,9 @@ error when the backbone's feature map is too small for it."""
 import keras
 import pytest
 
-from bottleneck import backbones, params as params_file
-from bottleneck.errors import PipelineError
-from bottleneck.heads import feature_head_model, frozen_model
+from keras_bottleneck import backbones, params as params_file
+from keras_bottleneck.errors import PipelineError
+from keras_bottleneck.heads import feature_head_model, frozen_model
 
 DEFAULT_HEAD = params_file.validate({})["head"]
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck.errors import PipelineError
-from bottleneck.images import is_image_file, load_rgb, resize
+from keras_bottleneck.errors import PipelineError
+from keras_bottleneck.images import is_image_file, load_rgb, resize
 
 EXIF_ORIENTATION = 0x0112
 

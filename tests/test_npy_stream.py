@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bottleneck.npy_stream import NpyWriter, iter_batches, read_header
+from keras_bottleneck.npy_stream import NpyWriter, iter_batches, read_header
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.uint8])

@@ -4,8 +4,8 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from bottleneck import params
-from bottleneck.errors import PipelineError
+from keras_bottleneck import params
+from keras_bottleneck.errors import PipelineError
 
 
 def write_params(tmp_path, content):

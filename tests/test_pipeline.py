@@ -229,18 +229,18 @@ def test_plots_show_draws_both_training_curves(tiny, tmp_path):
 
 
 def imported_package_modules(path):
-    """Names of the bottleneck modules that the Python file `path` imports (anywhere in it)."""
+    """Names of the keras_bottleneck modules that the Python file `path` imports (anywhere in it)."""
     for node in ast.walk(ast.parse(Path(path).read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.module == "bottleneck" or (node.level == 1 and node.module is None):
+            if node.module == "keras_bottleneck" or (node.level == 1 and node.module is None):
                 yield from (alias.name for alias in node.names)
             elif node.level == 1:
                 yield node.module.split(".")[0]
-            elif node.module and node.module.startswith("bottleneck."):
+            elif node.module and node.module.startswith("keras_bottleneck."):
                 yield node.module.split(".")[1]
         elif isinstance(node, ast.Import):
             yield from (alias.name.split(".")[1] for alias in node.names
-                        if alias.name.startswith("bottleneck."))
+                        if alias.name.startswith("keras_bottleneck."))
 
 
 def modules_run_by(script):
@@ -249,8 +249,8 @@ def modules_run_by(script):
         for name in imported_package_modules(todo.pop()):
             if name not in found and name not in NOT_OUTPUT_AFFECTING:
                 found.add(name)
-                todo.append(REPO_ROOT / "bottleneck" / f"{name}.py")
-    return {f"bottleneck/{name}.py" for name in found}
+                todo.append(REPO_ROOT / "keras_bottleneck" / f"{name}.py")
+    return {f"keras_bottleneck/{name}.py" for name in found}
 
 
 def test_each_stage_depends_on_the_code_it_runs():
@@ -260,6 +260,6 @@ def test_each_stage_depends_on_the_code_it_runs():
         script = f"stages/{stage}.py"
         assert spec["cmd"] == f"python {script}"
         assert script in spec["deps"]
-        declared[stage] = sorted(dep for dep in spec["deps"] if dep.startswith("bottleneck/"))
+        declared[stage] = sorted(dep for dep in spec["deps"] if dep.startswith("keras_bottleneck/"))
         run[stage] = sorted(modules_run_by(REPO_ROOT / script))
     assert declared == run

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck.errors import PipelineError
-from bottleneck.images import resize
-from bottleneck.prepare import first_look, select, write_resized
+from keras_bottleneck.errors import PipelineError
+from keras_bottleneck.images import resize
+from keras_bottleneck.prepare import first_look, select, write_resized
 
 # 20 of class 0, 5 of class 1, 10 of class 2, interleaved as a real dataset would be.
 LABELS = np.array(([0] * 4 + [1] + [2] * 2) * 5)

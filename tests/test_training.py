@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from bottleneck import backbones, params as params_file, training
-from bottleneck.heads import frozen_model
+from keras_bottleneck import backbones, params as params_file, training
+from keras_bottleneck.heads import frozen_model
 from conftest import COLORS, make_image
 
 EPOCHS, CLASSES, SIZE = 2, 3, 64
