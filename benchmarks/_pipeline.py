@@ -2,6 +2,7 @@
 stage, disk used by its features with DVC, and the cost of `dvc repro`."""
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from keras_bottleneck.datasets import write_classes  # noqa: E402
 from keras_bottleneck.npy_stream import NpyWriter  # noqa: E402
+from keras_bottleneck.parallel import cores  # noqa: E402
 
 # What a copy of the project needs to run its pipeline: code and config, no outputs.
 PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", ".dvc/config",
@@ -67,18 +69,20 @@ def write_prepared(directory, train_count, img_size, chunk=256):
     write_classes(CLASSES, directory)
 
 
-# Runs a stage script and, as it exits, writes its peak resident memory (kB) to a file.
-# VmHWM is the high-water mark of this program's own memory: the parent's ru_maxrss of the
-# child would also count the memory of the (TensorFlow-laden) process that forked it.
+# Runs a stage script and, as it exits, writes the peak resident memory (kB) of the script's own
+# process and of its largest worker process to a file. VmHWM is the high-water mark of this
+# program's own memory: the parent's ru_maxrss of the child would also count the memory of the
+# (TensorFlow-laden) process that forked it. Workers (fetch and preprocess decode on every core)
+# have exited and been waited for by then, so RUSAGE_CHILDREN holds the largest one's peak.
 _PEAK_REPORTING_RUNNER = """
-import atexit, runpy, sys
+import atexit, resource, runpy, sys
 script, report = sys.argv[1:]
 
 def write_peak():
     with open("/proc/self/status") as status:
         peak_kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
     with open(report, "w") as file:
-        file.write(peak_kb)
+        file.write(f"{peak_kb} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
 
 atexit.register(write_peak)
 sys.argv = [script]
@@ -86,26 +90,97 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-def peak_memory_of_extract(workdir, train_count, img_size, settings):
-    """Run stages/extract.py in its own process on `train_count` (+10%) images; return its
-    peak resident memory (which counts touched pages of memory-mapped files too) and
-    seconds. Linux only: it reads /proc."""
-    root = Path(workdir) / f"memory-{train_count}"
-    write_prepared(root / "data" / "prepared", train_count, img_size)
-    set_params(root / "params.yaml", settings, base=REPO_ROOT / "params.yaml")
-    log_path, peak_path = root / "extract.log", root / "peak_kb"
+def run_with_peak(root, script, log_name=None):
+    """Run stages/<script>.py (or any script path) in `root` in its own process; return its
+    peak resident memory (which counts touched pages of memory-mapped files too) and seconds.
+    With worker processes, the peak counts every worker at the largest one's peak, all at once
+    and beside the main process's peak: an upper bound. Linux only: it reads /proc."""
+    root = Path(root)
+    script = Path(script) if str(script).endswith(".py") else REPO_ROOT / "stages" / f"{script}.py"
+    log_path, peak_path = root / f"{log_name or script.stem}.log", root / f"{script.stem}.peak_kb"
     with open(log_path, "w") as log:
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-c", _PEAK_REPORTING_RUNNER,
-                                 str(REPO_ROOT / "stages" / "extract.py"), str(peak_path)],
+        result = subprocess.run([sys.executable, "-c", _PEAK_REPORTING_RUNNER, str(script),
+                                 str(peak_path)],
                                 cwd=root, env=environment(), stdout=log, stderr=subprocess.STDOUT)
         seconds = time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"extract of {train_count} images failed:\n{log_path.read_text()}")
-    peak_bytes = int(peak_path.read_text()) * 1024
+        raise RuntimeError(f"{script.name} in {root} failed:\n{log_path.read_text()}")
+    main_kb, worker_kb = (int(kb) for kb in peak_path.read_text().split())
+    workers = cores() if worker_kb else 0
+    return {"peak_rss_bytes": (main_kb + workers * worker_kb) * 1024,
+            "main_process_peak_rss_bytes": main_kb * 1024,
+            "worker_peak_rss_bytes": worker_kb * 1024, "workers": workers,
+            "seconds": round(seconds, 1)}
+
+
+def peak_memory_of_extract(workdir, train_count, img_size, settings):
+    """Peak memory and seconds of the extract stage on `train_count` (+10%) random images."""
+    root = Path(workdir) / f"memory-{train_count}"
+    write_prepared(root / "data" / "prepared", train_count, img_size)
+    set_params(root / "params.yaml", settings, base=REPO_ROOT / "params.yaml")
+    run = run_with_peak(root, "extract")
     shutil.rmtree(root)
-    return {"train_images": train_count, "test_images": held_out_count(train_count),
-            "peak_rss_bytes": peak_bytes, "seconds": round(seconds, 1)}
+    return {"train_images": train_count, "test_images": held_out_count(train_count), **run}
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+def progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def lookup(figures, dotted):
+    for key in dotted.split("."):
+        if not isinstance(figures, dict) or key not in figures:
+            return None
+        figures = figures[key]
+    return figures
+
+
+def check_targets(figures, targets):
+    """{name: value, target, met} for targets {name: (dotted figure, ">=" or "<=", bound)}."""
+    checks = {}
+    for name, (dotted, comparison, bound) in targets.items():
+        value = lookup(figures, dotted)
+        met = None if value is None else (value >= bound if comparison == ">=" else value <= bound)
+        checks[name] = {"value": value, "target": f"{comparison} {bound}", "met": met}
+    return checks
+
+
+def conditions(**settings):
+    """What the figures were measured under: settings, CPU, TensorFlow, load at the start."""
+    import tensorflow as tf
+    return {**settings, "cpus": os.cpu_count(), "cpu": cpu_model(), "tensorflow": tf.__version__,
+            "load_average_start": [round(load, 1) for load in os.getloadavg()]}
+
+
+def report(figures, targets, print_table, json_path=None):
+    """Check the targets, print the table and the JSON (also to `json_path`)."""
+    figures["conditions"]["load_average_end"] = [round(load, 1) for load in os.getloadavg()]
+    figures["targets"] = check_targets(figures, targets)
+    print_table(figures)
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+
+
+def print_targets(checks):
+    print("\nTargets:")
+    for name, check in checks.items():
+        verdict = {True: "met", False: "NOT MET", None: "not measured"}[check["met"]]
+        print(f"  {name:34} {check['target']:8} {check['value']!s:>8}  {verdict}")
+    print()
 
 
 # --- a project copy run by DVC ----------------------------------------------------------------
@@ -124,7 +199,8 @@ def write_folder_dataset(root, train_count, seed=0):
 class DvcProject:
     """A copy of this project in a temporary git repo on a folder dataset of random images."""
 
-    def __init__(self, root, train_count, settings):
+    def __init__(self, root, train_count, settings, dataset=None, test_count=None):
+        """A folder dataset of `train_count` random images, or the folder `dataset`."""
         self.root = Path(root)
         for name in PROJECT_FILES:
             source, target = REPO_ROOT / name, self.root / name
@@ -133,10 +209,12 @@ class DvcProject:
                 shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
             elif source.exists():
                 shutil.copy2(source, target)
-        write_folder_dataset(self.root / "images", train_count)
-        self.set_params({"data.source": "folder", "data.path": "images",
+        if dataset is None:
+            write_folder_dataset(self.root / "images", train_count)
+        self.set_params({"data.source": "folder", "data.path": str(dataset or "images"),
                          "prepare.train_count": train_count,
-                         "prepare.test_count": held_out_count(train_count), **settings})
+                         "prepare.test_count": test_count or held_out_count(train_count),
+                         **settings})
         self.run("git", "init", "-q")
         self.run("git", "add", "-A")
         self.run("git", "commit", "-qm", "benchmark project")

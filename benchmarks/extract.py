@@ -19,11 +19,7 @@ that other processes' load hits all of them alike; the ratios are the medians of
 per-round ratios. Prints a table, then the JSON (also written to --json).
 """
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,8 +32,7 @@ import _pipeline  # also puts the project's root on sys.path
 from keras_bottleneck import backbones
 from keras_bottleneck.features import extract
 from keras_bottleneck.images import resize
-from keras_bottleneck.npy_stream import iter_batches
-from keras_bottleneck.prepare import write_resized
+from keras_bottleneck.npy_stream import NpyWriter, iter_batches
 
 TARGETS = {  # name: (figure, comparison, bound)
     "extract_vs_compiled_forward": ("throughput.ratios.extract_vs_compiled_forward", ">=", 0.9),
@@ -74,24 +69,18 @@ def parse_args():
     return parser.parse_args()
 
 
-def progress(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def timed(run):
     """(wall seconds, CPU seconds of this process's threads) of run()."""
     wall, cpu = time.perf_counter(), time.process_time()
     run()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def write_resized(sources, img_size, path):
+    """The images resized as preprocess does, as a data/prepared/ .npy."""
+    with NpyWriter(path, (len(sources), img_size, img_size, 3), np.uint8) as writer:
+        for image in sources:
+            writer.write(resize(image, img_size)[None])
 
 
 def original_way(model, sources, img_size, preprocess_input):
@@ -119,10 +108,10 @@ def measure_throughput(args, workdir):
     model = backbones.build(backbone, args.img_size)
     sources = _pipeline.random_images(args.images, _pipeline.SOURCE_SIZE, seed=0)
     images_path, warm_path = workdir / "images.npy", workdir / "warm.npy"
-    write_resized(sources, range(len(sources)), args.img_size, images_path)
+    write_resized(sources, args.img_size, images_path)
     # One full batch and a short one: every shape a run meets.
     warm_count = min(args.batch_size + 1, len(sources))
-    write_resized(sources, range(warm_count), args.img_size, warm_path)
+    write_resized(sources[:warm_count], args.img_size, warm_path)
     preprocess = backbones.preprocess_function(args.backbone)
     batches = [preprocess(batch) for batch in iter_batches(images_path, args.batch_size)]
     warm_batches = [preprocess(batch) for batch in iter_batches(warm_path, args.batch_size)]
@@ -151,7 +140,7 @@ def measure_throughput(args, workdir):
             measured[name] = {"images_per_s": args.images / wall,
                               "images_per_cpu_s": args.images / cpu}
         rounds.append(measured)
-        progress(f"round {index + 1}/{args.rounds}: " + ", ".join(
+        _pipeline.progress(f"round {index + 1}/{args.rounds}: " + ", ".join(
             f"{name} {m['images_per_s']:.1f}" for name, m in measured.items()) + " img/s")
 
     def median(method, key="images_per_s"):
@@ -255,23 +244,6 @@ def measure_pipeline(args, workdir):
     return figures
 
 
-def lookup(figures, dotted):
-    for key in dotted.split("."):
-        if not isinstance(figures, dict) or key not in figures:
-            return None
-        figures = figures[key]
-    return figures
-
-
-def check_targets(figures):
-    checks = {}
-    for name, (dotted, comparison, bound) in TARGETS.items():
-        value = lookup(figures, dotted)
-        met = None if value is None else (value >= bound if comparison == ">=" else value <= bound)
-        checks[name] = {"value": value, "target": f"{comparison} {bound}", "met": met}
-    return checks
-
-
 def print_table(figures):
     conditions, throughput = figures["conditions"], figures["throughput"]
     print(f"\n{conditions['backbone']} at {conditions['img_size']} px, batch "
@@ -314,43 +286,28 @@ def print_table(figures):
               f"({', '.join(repro['head_dropout_change_repro']['stages_run'])}); "
               "seconds per epoch: "
               + ", ".join(f"{stage} {s:.1f}" for stage, s in repro["seconds_per_epoch"].items()))
-    print("\nTargets:")
-    for name, check in figures["targets"].items():
-        verdict = {True: "met", False: "NOT MET", None: "not measured"}[check["met"]]
-        print(f"  {name:30} {check['target']:8} {check['value']!s:>8}  {verdict}")
-    print()
+    _pipeline.print_targets(figures["targets"])
 
 
 def main():
     args = parse_args()
-    import tensorflow as tf
-    figures = {"conditions": {
-        "backbone": args.backbone, "img_size": args.img_size, "batch_size": args.batch_size,
-        "dtype": args.dtype, "weights": "random", "cpus": os.cpu_count(),
-        "cpu": cpu_model(),
-        "tensorflow": tf.__version__,
-        "load_average_start": [round(load, 1) for load in os.getloadavg()],
-    }}
+    figures = {"conditions": _pipeline.conditions(
+        backbone=args.backbone, img_size=args.img_size, batch_size=args.batch_size,
+        dtype=args.dtype, weights="random")}
     with tempfile.TemporaryDirectory(prefix="keras-bottleneck-benchmark-") as tmp:
         workdir = Path(tmp)
-        progress(f"throughput: {args.rounds} rounds of {len(METHODS)} methods on "
-                 f"{args.images} images")
+        _pipeline.progress(f"throughput: {args.rounds} rounds of {len(METHODS)} methods on "
+                           f"{args.images} images")
         figures["throughput"] = measure_throughput(args, workdir)
         if args.sweep:
-            progress(f"bare forward pass at batch sizes {args.sweep}")
+            _pipeline.progress(f"bare forward pass at batch sizes {args.sweep}")
             figures["batch_size_sweep"] = measure_batch_sizes(args, workdir)
-        progress("peak memory of the extract stage at N and 8N images")
+        _pipeline.progress("peak memory of the extract stage at N and 8N images")
         figures["memory"] = measure_memory(args, workdir)
-        progress("dvc repro in a project copy" + (": full run, then head changes"
-                                                  if args.repro else " (up to extract)"))
+        _pipeline.progress("dvc repro in a project copy" + (": full run, then head changes"
+                                                            if args.repro else " (up to extract)"))
         figures.update(measure_pipeline(args, workdir))
-    figures["conditions"]["load_average_end"] = [round(load, 1) for load in os.getloadavg()]
-    figures["targets"] = check_targets(figures)
-    print_table(figures)
-    report = json.dumps(figures, indent=2)
-    print(report)
-    if args.json:
-        args.json.write_text(report + "\n")
+    _pipeline.report(figures, TARGETS, print_table, args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The `cifar10` source: the official python archive, checked against its published sha256."""
 import hashlib
 import http.client
+import io
 import os
 import pickle
 import tarfile
@@ -8,10 +9,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
+from PIL import Image
 
 from .atomic import atomic_path
-from .datasets import Split
+from .datasets import RawWriter, write_classes
 from .errors import PipelineError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -64,27 +65,38 @@ def download(destination, data_path, url=URL, timeout=60):
     return destination
 
 
-def read_archive(path, sha256=SHA256):
-    """({split: Split}, class names) from a cifar-10-python.tar.gz, after checking its sha256."""
+def _png(image):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG", compress_level=1)  # lossless; speed over size
+    return buffer.getvalue()
+
+
+def fetch_archive(path, directory, sha256=SHA256):
+    """Write the images of a cifar-10-python.tar.gz, after checking its sha256, to a raw dataset
+    in `directory` (each image a lossless PNG, in the archive's order, named after its batch).
+    Returns {split: count} and the class names."""
     actual = sha256_of(path)
     if actual != sha256:
         raise PipelineError(f"{path} has sha256 {actual}, not the published {sha256}: it is "
                             f"corrupt or not {ARCHIVE_NAME}; delete it and download it again")
+    counts = {}
     with tarfile.open(path, "r:gz") as archive:
-        def load(member):
+        def load(member):  # one batch of 10,000 images (30 MB) at a time
             return pickle.load(archive.extractfile(f"cifar-10-batches-py/{member}"),
                                encoding="bytes")
         classes = [name.decode() for name in load("batches.meta")[b"label_names"]]
-        splits = {}
         for split, members in _MEMBERS.items():
-            batches = [load(member) for member in members]
-            pixels = np.concatenate([batch[b"data"] for batch in batches])
-            images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            labels = np.concatenate([batch[b"labels"] for batch in batches]).astype(np.int64)
-            splits[split] = Split(list(images), labels)
-    return splits, classes
+            with RawWriter(directory, split) as writer:
+                for member in members:
+                    batch = load(member)
+                    images = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                    for i, (image, label) in enumerate(zip(images, batch[b"labels"])):
+                        writer.add(f"{member}/{i}", label, _png(image))
+            counts[split] = len(writer.entries)
+    write_classes(classes, directory)
+    return counts, classes
 
 
-def read_cifar10(data_path):
+def fetch_cifar10(data_path, directory):
     archive = locate_archive(data_path) or download(download_dir() / ARCHIVE_NAME, data_path)
-    return read_archive(archive)
+    return fetch_archive(archive, directory)

@@ -1,11 +1,12 @@
-"""The raw dataset on disk: a few large files per split, whatever the image sizes.
+"""The raw dataset on disk: images as the user gave them, a few large files per split.
 
-Images of one split are stored back to back in one flat uint8 array with their (height, width)
-in another, so a folder of mixed-size images needs no resizing before `preprocess` and DVC
-hashes a handful of files instead of one per image.
+Each split is one file of encoded images (JPEG, PNG... bytes, never decoded pixels) back to back,
+`<split>_spans.npy` (offset and length of each image in it), `<split>_labels.npy` and
+`<split>_names.json` (each image's source name), all in the dataset's order. Its size is about
+that of the source images whatever their resolution, and DVC hashes a handful of files instead
+of one per image.
 """
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,36 +16,78 @@ from .errors import PipelineError
 SPLITS = ("train", "test")
 
 
-@dataclass
-class Split:
-    """The images of one split, in a fixed order, with integer labels into `classes`."""
-    images: list
-    labels: np.ndarray
-
-
-def save_raw(splits, classes, directory):
-    """Write {split: Split} and the class names to `directory`."""
+def _files(directory, split):
     directory = Path(directory)
-    for name, split in splits.items():
-        shapes = np.array([image.shape[:2] for image in split.images], np.int64).reshape(-1, 2)
-        pixels = (np.concatenate([image.reshape(-1) for image in split.images])
-                  if split.images else np.zeros(0, np.uint8))
-        np.save(directory / f"{name}_pixels.npy", pixels)
-        np.save(directory / f"{name}_shapes.npy", shapes)
-        np.save(directory / f"{name}_labels.npy", np.asarray(split.labels, dtype=np.int64))
-    write_classes(classes, directory)
+    return {kind: directory / f"{split}_{kind}" for kind in
+            ("images.bin", "spans.npy", "labels.npy", "names.json")}
 
 
-def load_raw_split(directory, name):
-    """One split of a raw dataset, as a Split of HxWx3 views into one array."""
-    directory = Path(directory)
-    pixels = np.load(directory / f"{name}_pixels.npy")
-    shapes = np.load(directory / f"{name}_shapes.npy")
-    ends = np.cumsum(shapes[:, 0] * shapes[:, 1] * 3)
-    starts = np.concatenate([[0], ends[:-1]])
-    images = [pixels[start:end].reshape(h, w, 3)
-              for start, end, (h, w) in zip(starts, ends, shapes)]
-    return Split(images, np.load(directory / f"{name}_labels.npy"))
+class RawWriter:
+    """Append encoded images of one split as they arrive (e.g. in an archive's order); `close`
+    writes the index in the dataset's order."""
+
+    def __init__(self, directory, split):
+        self.paths = _files(directory, split)
+        self._file = open(self.paths["images.bin"], "wb")
+        self.entries = []  # (name, label, offset, length)
+        self._offset = 0
+
+    def add(self, name, label, data):
+        self._file.write(data)
+        self.entries.append((name, int(label), self._offset, len(data)))
+        self._offset += len(data)
+
+    def close(self, key=None):
+        """Write the index, sorted by `key(name, label)` if given, else in arrival order."""
+        self._file.close()
+        entries = sorted(self.entries, key=lambda e: key(e[0], e[1])) if key else self.entries
+        spans = np.array([entry[2:] for entry in entries], np.int64).reshape(-1, 2)
+        np.save(self.paths["spans.npy"], spans)
+        np.save(self.paths["labels.npy"], np.array([e[1] for e in entries], np.int64))
+        self.paths["names.json"].write_text(json.dumps([e[0] for e in entries], indent=0) + "\n")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()
+
+
+class RawSplit:
+    """One split of a raw dataset: its index in memory (a few dozen bytes an image), its images
+    read from disk one at a time."""
+
+    def __init__(self, directory, split):
+        paths = _files(directory, split)
+        missing = [str(path) for path in paths.values() if not path.exists()]
+        if missing:
+            raise PipelineError(f"{missing[0]} is missing: run the earlier stages first "
+                                "(dvc repro)")
+        self.images_path = paths["images.bin"]
+        self.spans = np.load(paths["spans.npy"])
+        self.labels = np.load(paths["labels.npy"])
+        self.names = json.loads(paths["names.json"].read_text())
+
+    def __len__(self):
+        return len(self.labels)
+
+    def read(self, index):
+        """The encoded bytes of image `index`."""
+        return read_span(self.images_path, *self.spans[index])
+
+    def locate(self, index):
+        """(file, offset, length, name) of image `index`: enough for another process to read it."""
+        return (str(self.images_path), int(self.spans[index][0]), int(self.spans[index][1]),
+                self.names[index])
+
+
+def read_span(path, offset, length):
+    with open(path, "rb") as file:
+        file.seek(offset)
+        return file.read(length)
 
 
 def write_classes(classes, directory):
@@ -58,8 +101,9 @@ def read_classes(directory):
     return json.loads(path.read_text())
 
 
-def load_arrays(directory, kind):
-    """{split: (inputs, labels)} from <split>_<kind>.npy and <split>_labels.npy."""
+def split_inputs(directory, kind):
+    """{split: (path of <split>_<kind>.npy, labels)}: the inputs stay on disk, to be read batch
+    by batch."""
     directory = Path(directory)
-    return {name: (np.load(directory / f"{name}_{kind}.npy"),
-                   np.load(directory / f"{name}_labels.npy")) for name in SPLITS}
+    return {name: (directory / f"{name}_{kind}.npy", np.load(directory / f"{name}_labels.npy"))
+            for name in SPLITS}

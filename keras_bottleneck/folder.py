@@ -1,26 +1,32 @@
-"""The `folder` source: train/<class>/* and test/<class>/* images in a directory or archive."""
-import io
+"""The `folder` source: train/<class>/* and test/<class>/* images in a directory or archive.
+
+A directory or archive is listed first (names only), checked, then read one file at a time in
+the order it is stored, so an archive larger than memory works and a .tar.gz is decompressed
+once per pass, never seeked back and forth.
+"""
 import os
+import sys
 import tarfile
 import zipfile
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
-from .datasets import SPLITS, Split
+from .datasets import SPLITS, RawWriter, write_classes
 from .errors import PipelineError
-from .images import is_image_file, load_rgb
+from .images import IMAGE_SUFFIXES, check_decodes, is_image_file
+from .parallel import ordered_map
 
 TOP = PurePosixPath()
+_SHOWN_SKIPPED = 5
 
 
 class Tree:
     """The folders and files of a directory or archive, by path relative to its top."""
 
-    def __init__(self, location, dirs, files):
+    def __init__(self, location, dirs, files, read_all):
         self.location = location
-        self.files = files  # relative path -> Path on disk, or the bytes of an archive member
+        self.files = files  # relative path -> what read_all needs to find it
+        self._read_all = read_all
         # Archives need not list folders, only the files in them.
         self.dirs = set(dirs) | {parent for path in files for parent in path.parents}
         self.dirs.discard(TOP)
@@ -38,20 +44,37 @@ class Tree:
         return sorted(path for path in self.children[folder]
                       if path in self.files and is_image_file(path))
 
-    def open(self, path):
-        file = self.files[path]
-        return io.BytesIO(file) if isinstance(file, bytes) else file
+    def read(self, paths):
+        """Yield (path, bytes) for each of `paths`, in the order they are stored."""
+        return self._read_all(self, set(paths))
 
     def shown(self, path):
         """How to name `path` to the user: inside the directory or archive they gave."""
         return str(self.location) if path == TOP else f"{self.location}/{path}"
 
 
+def _read_directory(tree, wanted):
+    for path in sorted(wanted):
+        yield path, tree.files[path].read_bytes()
+
+
+def _read_zip(tree, wanted):
+    with zipfile.ZipFile(tree.location) as archive:
+        for path, info in sorted(tree.files.items(), key=lambda item: item[1].header_offset):
+            if path in wanted:
+                yield path, archive.read(info)
+
+
+def _read_tar(tree, wanted):
+    with tarfile.open(tree.location) as archive:
+        for member in archive:
+            path = PurePosixPath(member.name)
+            if member.isfile() and path in wanted:
+                yield path, archive.extractfile(member).read()
+
+
 def read_tree(path):
-    """The Tree of a directory, or of a .tar/.tar.gz/.zip read into memory in one pass: seeking
-    back and forth in a .tar.gz would decompress it again and again, and unpacking thousands of
-    small files to disk is slower than decoding them. The compressed images take less memory
-    than the decoded ones that read_folder keeps anyway."""
+    """The Tree of a directory, .tar, .tar.gz or .zip: names only, nothing read yet."""
     path = Path(path)
     if path.is_dir():
         dirs, files = set(), {}
@@ -59,7 +82,7 @@ def read_tree(path):
             relative = PurePosixPath(Path(folder).relative_to(path).as_posix())
             dirs.update(relative / name for name in dir_names)
             files.update((relative / name, Path(folder) / name) for name in file_names)
-        return Tree(path, dirs, files)
+        return Tree(path, dirs, files, _read_directory)
     if not path.exists():
         raise PipelineError(f"data.path {path} does not exist: point data.path at a directory "
                             "or archive holding train/<class>/ and test/<class>/ images")
@@ -67,22 +90,26 @@ def read_tree(path):
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 members = archive.infolist()
-                dirs = {PurePosixPath(member.filename) for member in members if member.is_dir()}
-                files = {PurePosixPath(member.filename): archive.read(member)
-                         for member in members if not member.is_dir()}
-        else:
-            with tarfile.open(path) as archive:
-                dirs, files = set(), {}
-                for member in archive:
-                    if member.isdir():
-                        dirs.add(PurePosixPath(member.name))
-                    elif member.isfile():
-                        files[PurePosixPath(member.name)] = archive.extractfile(member).read()
+            dirs = {PurePosixPath(member.filename) for member in members if member.is_dir()}
+            files = {PurePosixPath(member.filename): member
+                     for member in members if not member.is_dir()}
+            return Tree(path, dirs, files, _read_zip)
+        with tarfile.open(path) as archive:
+            dirs, files = set(), {}
+            for member in archive:
+                if member.isdir():
+                    dirs.add(PurePosixPath(member.name))
+                elif member.isfile():
+                    files[PurePosixPath(member.name)] = member.name
+        return Tree(path, dirs, files, _read_tar)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as error:
-        reason = " ".join(str(error).split())  # tarfile's reasons span several lines
-        raise PipelineError(f"data.path {path} is not a readable .tar, .tar.gz or .zip "
-                            f"archive ({reason}); repack it or point at a directory") from None
-    return Tree(path, dirs, files)
+        raise PipelineError(archive_error(path, error)) from None
+
+
+def archive_error(path, error):
+    reason = " ".join(str(error).split())  # tarfile's reasons span several lines
+    return (f"data.path {path} is not a readable .tar, .tar.gz or .zip archive ({reason}); "
+            "repack it or point at a directory")
 
 
 def find_root(tree):
@@ -91,8 +118,8 @@ def find_root(tree):
     for candidate in [TOP] + tree.subfolders(TOP):
         if all(candidate / split in tree.dirs for split in SPLITS):
             return candidate
-    raise PipelineError(f"{tree.location} has no train/ and test/ folders (looked at the top and "
-                        "one level down): lay images out as train/<class>/*.jpg and "
+    raise PipelineError(f"{tree.shown(TOP)} has no train/ and test/ folders (looked at the top "
+                        "and one level down): lay images out as train/<class>/*.jpg and "
                         "test/<class>/*.jpg")
 
 
@@ -111,8 +138,36 @@ def list_split(tree, root, split):
     return classes
 
 
-def read_folder(path):
-    """({split: Split}, class names) from a folder dataset; classes sorted by name."""
+def skipped_files(tree, root, used):
+    """{reason: sorted paths} of the files that are not read, so the user can see what was
+    left out and why."""
+    skipped = defaultdict(list)
+    for path in sorted(tree.files.keys() - used):
+        relative = path.relative_to(root) if path.is_relative_to(root) else None
+        if any(part.startswith(".") for part in path.parts):
+            reason = "hidden files"
+        elif relative is None or relative.parts[0] not in SPLITS:
+            reason = "files outside train/ and test/"
+        elif len(relative.parts) != 3:
+            reason = "files not directly in a class folder (train/<class>/ or test/<class>/)"
+        else:
+            reason = (f"files that are not images (known suffixes: "
+                      f"{' '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))})")
+        skipped[reason].append(path)
+    return skipped
+
+
+def warn_skipped(tree, skipped):
+    for reason, paths in skipped.items():
+        shown = ", ".join(str(path) for path in paths[:_SHOWN_SKIPPED])
+        more = f" and {len(paths) - _SHOWN_SKIPPED} more" if len(paths) > _SHOWN_SKIPPED else ""
+        print(f"warning: {tree.shown(TOP)}: skipped {len(paths)} {reason}: {shown}{more}",
+              file=sys.stderr)
+
+
+def list_folder(path):
+    """(tree, class names, {split: [(path, label)]}) of a folder dataset, checked and in the
+    dataset's order (classes sorted by name, files by name); skipped files are warned about."""
     tree = read_tree(path)
     root = find_root(tree)
     listing = {split: list_split(tree, root, split) for split in SPLITS}
@@ -122,11 +177,44 @@ def read_folder(path):
         only_test = sorted(set(test_classes) - set(train_classes))
         raise PipelineError(f"{tree.shown(root)}: train/ and test/ must have the same class "
                             f"folders (only in train: {only_train}, only in test: {only_test})")
-    splits = {}
-    for split, classes in listing.items():
-        images, labels = [], []
-        for label, files in enumerate(classes.values()):
-            images += [load_rgb(tree.open(file), tree.shown(file)) for file in files]
-            labels += [label] * len(files)
-        splits[split] = Split(images, np.array(labels, dtype=np.int64))
-    return splits, train_classes
+    if len(train_classes) < 2:
+        raise PipelineError(f"{tree.shown(root / 'train')} has a single class folder "
+                            f"({train_classes[0]}): a classifier needs two or more, one folder "
+                            "per class")
+    images = {split: [(file, label) for label, files in enumerate(classes.values())
+                      for file in files] for split, classes in listing.items()}
+    used = {file for entries in images.values() for file, _ in entries}
+    warn_skipped(tree, skipped_files(tree, root, used))
+    return tree, train_classes, images
+
+
+def fetch_folder(path, directory):
+    """Copy the images of a folder dataset into a raw dataset in `directory` as they are
+    (encoded), after checking on every core that each decodes. Returns {split: count} and the
+    class names; raises one PipelineError naming the unreadable images."""
+    tree, classes, images = list_folder(path)
+    failures = []
+    for split, entries in images.items():
+        labels = dict(entries)
+        position = {str(file): i for i, (file, _) in enumerate(entries)}
+        pending = deque()  # read but not yet checked: a few chunks at most
+
+        def stream():
+            for file, data in tree.read(labels):
+                pending.append((file, data))
+                yield data, tree.shown(file)
+
+        writer = RawWriter(directory, split)
+        for failure in ordered_map(check_decodes, stream()):
+            file, data = pending.popleft()
+            writer.add(str(file), labels[file], data)
+            if failure:
+                failures.append((tree.shown(file), failure))
+        writer.close(key=lambda name, label: position[name])
+    if failures:
+        others = ", ".join(shown for shown, _ in failures[1:4])
+        more = f" (also unreadable: {others}{', ...' if len(failures) > 4 else ''})" \
+            if others else ""
+        raise PipelineError(failures[0][1] + more)
+    write_classes(classes, directory)
+    return {split: len(entries) for split, entries in images.items()}, classes

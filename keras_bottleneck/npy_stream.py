@@ -64,3 +64,34 @@ def iter_batches(path, batch_size):
             rows = min(batch_size, shape[0] - start)
             batch = np.fromfile(file, dtype=dtype, count=rows * row_items)
             yield batch.reshape((rows,) + tuple(shape[1:]))
+
+
+class NpyRows:
+    """Rows of a .npy file, read by index with plain reads: a shuffled batch costs one read a
+    row, and nothing stays resident after it."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as file:
+            self.shape, self.dtype = _read_header(file)
+            self._data_offset = file.tell()
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self):
+        return self.shape[0]
+
+    def read(self, indices):
+        """The rows `indices` (in that order) as one array."""
+        indices = np.asarray(indices, dtype=np.int64)
+        rows = np.empty((len(indices),) + tuple(self.shape[1:]), self.dtype)
+        if len(indices) and ((indices < 0) | (indices >= self.shape[0])).any():
+            raise IndexError(f"row index out of range for {self.path} of {self.shape[0]} rows")
+        with open(self.path, "rb", buffering=0) as file:
+            if len(indices) and (np.diff(indices) == 1).all():  # consecutive: one read
+                file.seek(self._data_offset + int(indices[0]) * self._row_bytes)
+                file.readinto(memoryview(rows.reshape(-1).view(np.uint8)))
+            else:
+                for row, index in zip(rows, indices):
+                    file.seek(self._data_offset + int(index) * self._row_bytes)
+                    file.readinto(memoryview(row.reshape(-1).view(np.uint8)))
+        return rows

@@ -2,9 +2,11 @@
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .datasets import read_span
 from .errors import PipelineError
-from .images import resize
+from .images import decode_resized
 from .npy_stream import NpyWriter
+from .parallel import ordered_map
 
 
 def select(labels, count, stratify, shuffle, seed, what="train"):
@@ -30,11 +32,17 @@ def select(labels, count, stratify, shuffle, seed, what="train"):
     return np.sort(np.concatenate(chosen))
 
 
-def write_resized(images, indices, img_size, path):
-    """Resize the chosen images one by one into an (N, img_size, img_size, 3) uint8 .npy."""
+def _decode_resized(path, offset, length, name, img_size):
+    return decode_resized(read_span(path, offset, length), img_size, name)
+
+
+def write_resized(raw, indices, img_size, path):
+    """Decode and resize images `indices` of RawSplit `raw` on every core into an
+    (N, img_size, img_size, 3) uint8 .npy, holding a few images at a time."""
+    located = (raw.locate(index) + (img_size,) for index in indices)
     with NpyWriter(path, (len(indices), img_size, img_size, 3), np.uint8) as writer:
-        for index in indices:
-            writer.write(resize(images[index], img_size)[None])
+        for image in ordered_map(_decode_resized, located, chunk_size=16):
+            writer.write(image[None])
 
 
 def first_look(images, labels, classes, path, count=8, tile=128):

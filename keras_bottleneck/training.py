@@ -5,6 +5,7 @@ import time
 import numpy as np
 
 from .atomic import atomic_path
+from .npy_stream import NpyRows
 
 
 def seed_everything(seed, deterministic):
@@ -17,16 +18,43 @@ def seed_everything(seed, deterministic):
         tf.config.experimental.enable_op_determinism()
 
 
-def dataset(inputs, labels, batch_size, transform=None, shuffle_seed=None):
-    """A batched tf.data pipeline; `transform` (e.g. preprocess_input) runs per batch."""
+def dataset(inputs_path, labels, batch_size, transform=None, shuffle_seed=None):
+    """A batched tf.data pipeline over the rows of a .npy file, read from disk batch by batch;
+    `transform` (e.g. preprocess_input) runs per batch. With `shuffle_seed` the order changes
+    every epoch: the same permutations as shuffling the arrays in memory
+    (Dataset.from_tensor_slices(...).shuffle(len, seed)), since they depend only on the seed
+    and the length, so the metrics are those of the in-memory way."""
+    import tensorflow as tf
+    rows, labels = NpyRows(inputs_path), np.asarray(labels)
+    if len(rows) != len(labels):
+        raise ValueError(f"{inputs_path} has {len(rows)} rows but there are {len(labels)} labels")
+    indices = tf.data.Dataset.range(len(labels))
+    if shuffle_seed is not None:
+        indices = indices.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def read(batch):
+        return rows.read(batch), labels[batch]
+
+    def load(batch):
+        inputs, batch_labels = tf.numpy_function(read, [batch], [rows.dtype, labels.dtype],
+                                                 stateful=False)
+        inputs.set_shape((None,) + tuple(rows.shape[1:]))
+        batch_labels.set_shape((None,))
+        return inputs, batch_labels
+    data = indices.batch(batch_size).map(load)
+    if transform is not None:
+        data = data.map(lambda x, y: (transform(x), y))
+    return data.prefetch(2)
+
+
+def in_memory_dataset(inputs, labels, batch_size, shuffle_seed=None):
+    """The former way, arrays held in memory: the reference that `dataset` is tested and
+    benchmarked against (benchmarks/scale.py)."""
     import tensorflow as tf
     data = tf.data.Dataset.from_tensor_slices((inputs, labels))
     if shuffle_seed is not None:
         data = data.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
-    if transform is not None:
-        data = data.map(lambda x, y: (transform(x), y))
-    return data.prefetch(2)
+    return data.batch(batch_size).prefetch(2)
 
 
 def _epoch_timer():
@@ -74,7 +102,7 @@ def train(model, train_data, test_data, epochs, learning_rate, model_path, metri
 
 
 def run_training_stage(stage, model, splits, transform, params, model_path):
-    """Train as stage `stage` (train_head or train_frozen) on {split: (inputs, labels)} and
+    """Train as stage `stage` (train_head or train_frozen) on {split: (.npy path, labels)} and
     write models/..., metrics/<stage>.json and metrics/<stage>_history.csv."""
     settings = params["train"]
     train_data = dataset(*splits["train"], settings["batch_size"], transform, settings["seed"])

@@ -5,9 +5,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keras_bottleneck import backbones, params as params_file  # noqa: E402
-from keras_bottleneck.datasets import load_arrays, read_classes  # noqa: E402
+from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 from keras_bottleneck.heads import frozen_model  # noqa: E402
+from keras_bottleneck.npy_stream import read_header  # noqa: E402
 from keras_bottleneck.training import run_training_stage, seed_everything  # noqa: E402
 
 PREPARED = Path("data/prepared")
@@ -17,8 +18,8 @@ def main():
     params = params_file.load()
     seed_everything(params["train"]["seed"], params["train"]["deterministic"])
     classes = read_classes(PREPARED)
-    splits = load_arrays(PREPARED, "images")
-    backbone = backbones.build(params["backbone"], splits["train"][0].shape[1])
+    splits = split_inputs(PREPARED, "images")
+    backbone = backbones.build(params["backbone"], read_header(splits["train"][0])[0][1])
     model = frozen_model(backbone, params["head"], len(classes))
     preprocess = backbones.preprocess_tensor_function(params["backbone"]["name"])
     run_training_stage("train_frozen", model, splits, preprocess, params, "models/frozen.keras")

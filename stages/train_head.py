@@ -5,9 +5,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keras_bottleneck import params as params_file  # noqa: E402
-from keras_bottleneck.datasets import load_arrays, read_classes  # noqa: E402
+from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 from keras_bottleneck.heads import feature_head_model  # noqa: E402
+from keras_bottleneck.npy_stream import read_header  # noqa: E402
 from keras_bottleneck.training import run_training_stage, seed_everything  # noqa: E402
 
 FEATURES = Path("data/features")
@@ -17,8 +18,8 @@ def main():
     params = params_file.load()
     seed_everything(params["train"]["seed"], params["train"]["deterministic"])
     classes = read_classes(FEATURES)
-    splits = load_arrays(FEATURES, "features")
-    model = feature_head_model(splits["train"][0].shape[1:], params["head"], len(classes))
+    splits = split_inputs(FEATURES, "features")
+    model = feature_head_model(read_header(splits["train"][0])[0][1:], params["head"], len(classes))
 
     def to_float32(features):  # features may be stored as float16
         import tensorflow as tf

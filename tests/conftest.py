@@ -6,11 +6,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
+
+from keras_bottleneck.datasets import RawSplit
+from keras_bottleneck.images import load_rgb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -53,6 +57,13 @@ def make_folder_dataset(root, classes=3, train=4, test=2, shape=(40, 48), seed=0
                 Image.fromarray(make_image(rng, COLORS[c % len(COLORS)], shape)).save(
                     folder / f"{i:03d}.png")
     return root
+
+
+def read_raw(directory, split):
+    """SimpleNamespace(images=decoded arrays, labels, names) of one split of a raw dataset."""
+    raw = RawSplit(directory, split)
+    return SimpleNamespace(images=[load_rgb(raw.read(i)) for i in range(len(raw))],
+                           labels=raw.labels, names=raw.names)
 
 
 def set_params(params_path, **dotted):

@@ -1,31 +1,38 @@
-"""benchmarks/extract.py runs end to end on a tiny setting and reports every figure (its timings
-are not checked: they mean something only at full size, on a quiet machine)."""
+"""benchmarks/extract.py and scale.py run end to end on a tiny setting and report every figure
+(their timings are not checked: they mean something only at full size, on a quiet machine)."""
 import json
 import subprocess
 import sys
 
 from conftest import REPO_ROOT, subprocess_env
 
+from keras_bottleneck.parallel import cores
+
 METHODS = {"extract", "forward", "forward_jit", "original"}
 TARGETS = {"extract_vs_compiled_forward", "extract_vs_original", "memory_8n_vs_n",
            "disk_vs_feature_bytes", "repro_head_change_vs_full"}
 
 
-def test_benchmark_prints_and_writes_every_figure(tmp_path):
+def run_benchmark(tmp_path, script, *args):
+    """Run benchmarks/<script> with `args`; (the figures it wrote as JSON, its printed table)."""
     report = tmp_path / "figures.json"
     env = dict(subprocess_env(tmp_path), TMPDIR=str(tmp_path))  # its scratch files too
-    # VGG16 traces fastest; 32 px is its smallest input.
-    result = subprocess.run(
-        [sys.executable, "benchmarks/extract.py", "--images", "16", "--img-size", "32",
-         "--backbone", "vgg16", "--batch-size", "8", "--rounds", "1", "--memory-images", "4",
-         "--json", str(report)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-
+    result = subprocess.run([sys.executable, f"benchmarks/{script}", *args, "--json", str(report)],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     figures = json.loads(report.read_text())
     table, _, printed_json = result.stdout.partition("\n{")
     assert json.loads("{" + printed_json) == figures
-    assert "Targets:" in table and "project extract path" in table
+    assert "Targets:" in table
+    return figures, table
+
+
+def test_benchmark_prints_and_writes_every_figure(tmp_path):
+    # VGG16 traces fastest; 32 px is its smallest input.
+    figures, table = run_benchmark(
+        tmp_path, "extract.py", "--images", "16", "--img-size", "32", "--backbone", "vgg16",
+        "--batch-size", "8", "--rounds", "1", "--memory-images", "4")
+    assert "project extract path" in table
 
     throughput = figures["throughput"]
     assert set(throughput["images_per_s"]) == set(throughput["warm_up_seconds"]) == METHODS
@@ -47,3 +54,32 @@ def test_benchmark_prints_and_writes_every_figure(tmp_path):
     assert figures["targets"]["repro_head_change_vs_full"]["met"] is None  # needs --repro
     assert all(check["met"] in (True, False) for name, check in figures["targets"].items()
                if name != "repro_head_change_vs_full")
+
+
+SCALE_STAGES = ["fetch", "preprocess", "extract", "train_head", "train_frozen"]
+
+
+def test_scale_benchmark_prints_and_writes_every_figure(tmp_path):
+    # VGG16's 2x2 feature map at 64 px fits the default head.
+    figures, table = run_benchmark(
+        tmp_path, "scale.py", "--images", "8", "--img-size", "64", "--backbone", "vgg16",
+        "--photos", "4", "--photo-size", "640x480", "--timing-epochs", "2", "--rounds", "1")
+    assert "Peak resident memory by stage" in table
+
+    memory = figures["memory"]
+    assert memory["images"] == [8, 64]
+    assert list(memory["peak_rss_bytes"]) == SCALE_STAGES
+    for stage, (small, large) in memory["peak_rss_bytes"].items():
+        assert small > 20 * 2**20 and large > 20 * 2**20, stage  # real processes
+    assert memory["peak_rss_bytes"]["extract"][0] > 100 * 2**20  # TensorFlow loaded
+    epoch = figures["train_head_epoch"]
+    assert epoch["images"] == 8 and all(s > 0 for s in epoch["seconds_per_epoch"].values())
+
+    photos = figures["photos"]
+    assert photos["photos"] == 4 and photos["size"] == [640, 480]
+    assert photos["folder_bytes"] <= photos["raw_bytes"] < 1.05 * photos["folder_bytes"]
+    if cores() > 1:  # decoding ran in worker processes, counted in the peaks
+        assert photos["fetch"]["workers"] == cores()
+        assert photos["preprocess"]["worker_peak_rss_bytes"] > 0
+    assert 0 <= photos["reduced_decode_mean_abs_difference"]["mean"] < 2
+    assert all(check["met"] in (True, False) for check in figures["targets"].values())

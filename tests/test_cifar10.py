@@ -9,9 +9,10 @@ import threading
 import numpy as np
 import pytest
 from _cifar import CLASS_NAMES, TRAIN_BATCHES, make_cifar_archive
-from conftest import make_project
+from conftest import make_project, read_raw
 
 from keras_bottleneck import cifar10
+from keras_bottleneck.datasets import RawSplit, read_classes
 from keras_bottleneck.errors import PipelineError
 
 PER_BATCH = 3
@@ -30,11 +31,15 @@ def closed_port():
         return probe.getsockname()[1]
 
 
-def test_read_archive_lays_out_pixels_as_height_width_channel(tiny_archive):
+def test_fetch_archive_stores_lossless_images_height_width_channel(tiny_archive, tmp_path):
     path, batches = tiny_archive
-    splits, classes = cifar10.read_archive(path, sha256=cifar10.sha256_of(path))
+    (tmp_path / "raw").mkdir()
+    counts, classes = cifar10.fetch_archive(path, tmp_path / "raw", sha256=cifar10.sha256_of(path))
+    splits = {split: read_raw(tmp_path / "raw", split) for split in ("train", "test")}
 
-    assert classes == CLASS_NAMES
+    assert classes == read_classes(tmp_path / "raw") == CLASS_NAMES
+    assert counts == {"train": 5 * PER_BATCH, "test": PER_BATCH}
+    assert RawSplit(tmp_path / "raw", "train").names[PER_BATCH + 1] == "data_batch_2/1"
     assert len(splits["train"].images) == 5 * PER_BATCH
     assert len(splits["test"].images) == PER_BATCH
     # The second image of data_batch_2: rows are R plane, G plane, B plane, each row-major 32x32.
@@ -60,20 +65,21 @@ def test_sha256_of_matches_hashlib(tiny_archive):
     assert cifar10.sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_official_checksum_rejects_other_archive_in_one_line(tiny_archive):
+def test_official_checksum_rejects_other_archive_in_one_line(tiny_archive, tmp_path):
     path, _ = tiny_archive
     with pytest.raises(PipelineError) as caught:
-        cifar10.read_archive(path)
+        cifar10.fetch_archive(path, tmp_path)
     message = str(caught.value)
     assert "\n" not in message
     assert str(path) in message and cifar10.SHA256 in message and cifar10.sha256_of(path) in message
     assert "download it again" in message
+    assert not any(tmp_path.glob("*_images.bin"))  # checked before anything is written
 
 
-def test_read_cifar10_checks_the_official_checksum(tiny_archive):
+def test_fetch_cifar10_checks_the_official_checksum(tiny_archive, tmp_path):
     path, _ = tiny_archive
     with pytest.raises(PipelineError, match="sha256"):
-        cifar10.read_cifar10(path)
+        cifar10.fetch_cifar10(path, tmp_path)
 
 
 def test_locate_archive_looks_at_data_path_then_the_download_cache(tmp_path, monkeypatch):

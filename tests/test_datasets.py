@@ -1,41 +1,60 @@
-"""Raw dataset storage: a few large files per split, images of any size back intact."""
+"""Raw dataset storage: encoded images back to back in one file per split, with an index."""
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from keras_bottleneck.datasets import (Split, load_arrays, load_raw_split, read_classes, save_raw,
-                                 write_classes)
+from keras_bottleneck.datasets import (RawSplit, RawWriter, read_classes, split_inputs,
+                                       write_classes)
 from keras_bottleneck.errors import PipelineError
 
 
-def random_images(shapes, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, shape + (3,), dtype=np.uint8) for shape in shapes]
+def encoded(shape, seed, format="PNG"):
+    pixels = np.random.default_rng(seed).integers(0, 256, shape + (3,), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format)
+    return buffer.getvalue()
 
 
-def test_mixed_sizes_round_trip(tmp_path):
-    train = Split(random_images([(5, 7), (32, 32), (9, 3)]), np.array([2, 0, 1]))
-    test = Split(random_images([(1, 1), (64, 40)], seed=1), np.array([1, 1]))
+def test_bytes_come_back_as_written_in_the_chosen_order(tmp_path):
+    images = {"b/2.png": encoded((5, 7), 0), "a/1.jpg": encoded((64, 40), 1, "JPEG"),
+              "a/0.png": encoded((1, 1), 2)}
+    labels = {"b/2.png": 1, "a/1.jpg": 0, "a/0.png": 0}
+    with RawWriter(tmp_path, "train") as writer:  # arrival order, e.g. an archive's
+        for name, data in images.items():
+            writer.add(name, labels[name], data)
+    raw = RawSplit(tmp_path, "train")
+    assert raw.names == list(images) and raw.labels.tolist() == [1, 0, 0]
+    assert [raw.read(i) for i in range(len(raw))] == list(images.values())
 
-    save_raw({"train": train, "test": test}, ["cat", "dog", "emu"], tmp_path)
-
-    # A handful of files, however many images there are.
+    sorted_writer = RawWriter(tmp_path, "test")
+    for name, data in images.items():
+        sorted_writer.add(name, labels[name], data)
+    sorted_writer.close(key=lambda name, label: (label, name))
+    raw = RawSplit(tmp_path, "test")
+    assert raw.names == ["a/0.png", "a/1.jpg", "b/2.png"]
+    assert [raw.read(i) for i in range(3)] == [images[name] for name in raw.names]
+    path, offset, length, name = raw.locate(2)
+    assert (path, length, name) == (str(tmp_path / "test_images.bin"), len(images["b/2.png"]),
+                                    "b/2.png")
+    # A few files per split whatever the number of images, the images stored as they came.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["classes.json"] + [f"{split}_{kind}.npy" for split in ("train", "test")
-                            for kind in ("pixels", "shapes", "labels")])
-    for name, expected in (("train", train), ("test", test)):
-        loaded = load_raw_split(tmp_path, name)
-        assert len(loaded.images) == len(expected.images)
-        for image, original in zip(loaded.images, expected.images):
-            assert image.dtype == np.uint8
-            np.testing.assert_array_equal(image, original)
-        np.testing.assert_array_equal(loaded.labels, expected.labels)
-    assert read_classes(tmp_path) == ["cat", "dog", "emu"]
+        f"{split}_{kind}" for split in ("train", "test")
+        for kind in ("images.bin", "spans.npy", "labels.npy", "names.json"))
+    assert (tmp_path / "test_images.bin").stat().st_size == sum(map(len, images.values()))
 
 
 def test_empty_split_round_trips(tmp_path):
-    save_raw({"test": Split([], np.zeros(0, np.int64))}, ["a"], tmp_path)
-    loaded = load_raw_split(tmp_path, "test")
-    assert loaded.images == [] and len(loaded.labels) == 0
+    RawWriter(tmp_path, "test").close()
+    raw = RawSplit(tmp_path, "test")
+    assert len(raw) == 0 and raw.names == [] and raw.spans.shape == (0, 2)
+
+
+def test_missing_raw_split_tells_to_run_earlier_stages(tmp_path):
+    with pytest.raises(PipelineError, match="run the earlier stages") as caught:
+        RawSplit(tmp_path, "train")
+    assert str(tmp_path / "train_images.bin") in str(caught.value)
 
 
 def test_missing_classes_tells_to_run_earlier_stages(tmp_path):
@@ -44,11 +63,11 @@ def test_missing_classes_tells_to_run_earlier_stages(tmp_path):
     assert str(tmp_path / "classes.json") in str(caught.value)
 
 
-def test_load_arrays(tmp_path):
+def test_split_inputs_leaves_the_inputs_on_disk(tmp_path):
     for split, count in (("train", 3), ("test", 2)):
         np.save(tmp_path / f"{split}_features.npy", np.full((count, 2), count, np.float16))
         np.save(tmp_path / f"{split}_labels.npy", np.arange(count))
     write_classes(["a", "b", "c"], tmp_path)
-    arrays = load_arrays(tmp_path, "features")
-    assert arrays["train"][0].shape == (3, 2) and arrays["test"][1].tolist() == [0, 1]
-    assert (arrays["test"][0] == 2).all()
+    inputs = split_inputs(tmp_path, "features")
+    assert inputs["train"][0] == tmp_path / "train_features.npy"
+    assert inputs["test"][1].tolist() == [0, 1]

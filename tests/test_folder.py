@@ -1,16 +1,19 @@
 """The `folder` source: a directory or an archive of train/<class>/ and test/<class>/ images,
 and a one-line error for each way such a folder can be wrong."""
 import shutil
+import struct
 import tarfile
+import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
-from conftest import SHARED_CIFAR_JPG, make_folder_dataset, needs_shared
+from conftest import SHARED_CIFAR_JPG, make_folder_dataset, needs_shared, read_raw
 from PIL import Image
 
 from keras_bottleneck.errors import PipelineError
-from keras_bottleneck.folder import find_root, list_split, read_folder, read_tree
+from keras_bottleneck.folder import fetch_folder, find_root, list_split, read_tree
 from keras_bottleneck.images import load_rgb
 
 # make_folder_dataset's class_0/1/2 are red/green/blue; renamed so that the order they were
@@ -27,6 +30,15 @@ def dataset(tmp_path):
         for old, new in NAMES.items():
             (root / split / old).rename(root / split / new)
     return root
+
+
+def read_folder(path):
+    """({split: decoded images, labels and names}, classes) as fetch stores them."""
+    with tempfile.TemporaryDirectory() as raw:
+        counts, classes = fetch_folder(path, raw)
+        splits = {split: read_raw(raw, split) for split in ("train", "test")}
+    assert counts == {split: len(splits[split].images) for split in splits}
+    return splits, classes
 
 
 def archive(source, target, top=None):
@@ -206,6 +218,95 @@ def test_shared_cifar10_jpg_archive_lists_and_decodes():
     assert all(len(files) == 1000 for files in listing["train"].values())
     assert all(len(files) == 200 for files in listing["test"].values())
     for files in listing["test"].values():
-        image = load_rgb(tree.open(files[0]))
+        ((_, data),) = tree.read([files[0]])
+        image = load_rgb(data)
         assert image.shape == (32, 32, 3) and image.dtype == np.uint8
         assert image.std() > 0
+
+
+def test_names_and_order_do_not_depend_on_the_archives_member_order(dataset, tmp_path):
+    expected, _ = read_folder(dataset)
+    packed = tmp_path / "reversed.tar"
+    with tarfile.open(packed, "w") as tar:  # members in reverse name order
+        for path in sorted((p for p in dataset.rglob("*") if p.is_file()), reverse=True):
+            tar.add(path, path.relative_to(dataset).as_posix())
+    splits, _ = read_folder(packed)
+    for split in ("train", "test"):
+        assert splits[split].names == expected[split].names
+        assert splits[split].names[0] == f"{split}/ant/000.png"
+        for image, expected_image in zip(splits[split].images, expected[split].images):
+            np.testing.assert_array_equal(image, expected_image)
+
+
+def test_skipped_files_are_named_in_warnings(dataset, capsys):
+    ant = dataset / "train" / "ant"
+    (ant / "notes.txt").write_text("where these came from")
+    (ant / "photo.heic").write_bytes(b"not a format we read")
+    (ant / "more").mkdir()
+    shutil.copy(ant / "000.png", ant / "more" / "deep.png")
+    shutil.copy(ant / "000.png", dataset / "train" / "loose.png")
+    (dataset / "val" / "ant").mkdir(parents=True)
+    shutil.copy(ant / "000.png", dataset / "val" / "ant" / "000.png")
+    (dataset / ".DS_Store").write_bytes(b"\x00")
+
+    splits, _ = read_folder(dataset)
+
+    assert len(splits["train"].images) == 9  # only train/<class>/<image>
+    warnings = capsys.readouterr().err.splitlines()
+    assert all(line.startswith(f"warning: {dataset}: skipped ") for line in warnings)
+    text = "\n".join(warnings)
+    for name in ("train/ant/notes.txt", "train/ant/photo.heic", "train/ant/more/deep.png",
+                 "train/loose.png", "val/ant/000.png", ".DS_Store"):
+        assert name in text, name
+    assert len(warnings) == 4  # one line per reason
+    not_images = next(line for line in warnings if "not images" in line)
+    assert "skipped 2 files" in not_images
+
+
+def test_a_long_list_of_skipped_files_is_cut_short(dataset, capsys):
+    for i in range(12):
+        (dataset / "test" / "ant" / f"notes{i:02d}.txt").write_text("x")
+    read_folder(dataset)
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert "skipped 12 files" in warning and "notes04.txt" in warning
+    assert "notes05.txt" not in warning and warning.endswith("and 7 more")
+
+
+def test_a_single_class_is_refused(tmp_path):
+    root = make_folder_dataset(tmp_path / "images", classes=1)
+    message = one_line_error(root, "a classifier needs two or more")
+    assert str(root / "train") in message and "class_0" in message
+
+
+def png_header(width, height):
+    """The start of a PNG that announces `width` x `height` pixels."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def test_any_decoder_exception_is_one_line_naming_the_file(dataset):
+    # Pillow refuses it with DecompressionBombError, which is not an OSError.
+    bomb = dataset / "train" / "ant" / "huge.png"
+    bomb.write_bytes(png_header(30000, 30000))
+    message = one_line_error(dataset, "not a readable image")
+    assert f"{bomb}: not a readable image" in message and "decompression bomb" in message
+
+
+def test_every_unreadable_image_is_named_in_the_one_line(dataset, tmp_path):
+    bad = []
+    for split, name in (("train", "ant"), ("train", "zebra"), ("test", "mole")):
+        path = dataset / split / name / "bad.jpg"
+        path.write_bytes(b"not a JPEG")
+        bad.append(path)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with pytest.raises(PipelineError) as caught:
+        fetch_folder(dataset, raw)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{bad[0]}: not a readable image")
+    assert all(str(path) in message for path in bad)

@@ -4,7 +4,9 @@ import pytest
 from PIL import Image
 
 from keras_bottleneck.errors import PipelineError
-from keras_bottleneck.images import is_image_file, load_rgb, resize
+from keras_bottleneck.images import (DRAFT_MARGIN, check_decodes, decode_resized, is_image_file,
+                                     load_rgb, open_rgb, resize)
+from keras_bottleneck.synthetic import jpeg_bytes, photo
 
 EXIF_ORIENTATION = 0x0112
 
@@ -115,3 +117,33 @@ def test_resize_to_a_square():
     assert resized.shape == (16, 16, 3) and resized.dtype == np.uint8
     flat = np.full((20, 30, 3), 77, np.uint8)
     assert (resize(flat, 50) == 77).all()
+
+
+@pytest.fixture(scope="module")
+def big_jpeg():
+    return jpeg_bytes(photo(4000, 3000, seed=0))
+
+
+@pytest.mark.parametrize("img_size", [64, 139, 224])
+def test_reduced_scale_decode_matches_a_full_decode_then_resize(big_jpeg, img_size):
+    reduced = open_rgb(big_jpeg, draft_side=DRAFT_MARGIN * img_size)
+    assert reduced.size[0] < 4000 and min(reduced.size) >= DRAFT_MARGIN * img_size
+    full = resize(load_rgb(big_jpeg), img_size).astype(int)
+    fast = decode_resized(big_jpeg, img_size)
+    assert fast.shape == (img_size, img_size, 3) and fast.dtype == np.uint8
+    difference = np.abs(fast - full)
+    assert difference.mean() < 0.5 and difference.max() <= 8  # grey levels of 255
+
+
+def test_small_images_and_other_formats_decode_at_full_size(tmp_path):
+    image = photo(120, 90, seed=1, noise=0)
+    image.save(tmp_path / "photo.png")
+    np.testing.assert_array_equal(decode_resized((tmp_path / "photo.png").read_bytes(), 64),
+                                  resize(np.asarray(image), 64))
+    assert open_rgb(jpeg_bytes(image), draft_side=128).size == (120, 90)  # no room to reduce
+
+
+def test_check_decodes_catches_a_truncated_jpeg(big_jpeg):
+    assert check_decodes(big_jpeg, "big.jpg") is None
+    reason = check_decodes(big_jpeg[: len(big_jpeg) // 2], "big.jpg")
+    assert reason.startswith("big.jpg: not a readable image") and "truncated" in reason

@@ -1,8 +1,11 @@
 """preprocess's pieces: which images are chosen, how they are resized and the first look."""
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from keras_bottleneck.datasets import RawSplit, RawWriter
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.images import resize
 from keras_bottleneck.prepare import first_look, select, write_resized
@@ -55,14 +58,19 @@ def test_write_resized(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, shape + (3,), dtype=np.uint8)
               for shape in [(10, 20), (32, 32), (50, 7)]]
+    with RawWriter(tmp_path, "train") as writer:
+        for i, image in enumerate(images):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "PNG")
+            writer.add(f"{i}.png", 0, buffer.getvalue())
     path = tmp_path / "train_images.npy"
 
-    write_resized(images, [2, 0], 16, path)
+    write_resized(RawSplit(tmp_path, "train"), [2, 0, 1], 16, path)
 
     written = np.load(path)
-    assert written.shape == (2, 16, 16, 3) and written.dtype == np.uint8
-    np.testing.assert_array_equal(written[0], resize(images[2], 16))
-    np.testing.assert_array_equal(written[1], resize(images[0], 16))
+    assert written.shape == (3, 16, 16, 3) and written.dtype == np.uint8
+    for row, index in zip(written, [2, 0, 1]):
+        np.testing.assert_array_equal(row, resize(images[index], 16))
 
 
 @pytest.mark.parametrize("count", [3, 8])

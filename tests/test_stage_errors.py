@@ -36,12 +36,23 @@ def remove_test_split(dataset):
     return "no train/ and test/ folders"
 
 
+def keep_one_class(dataset):
+    for split in ("train", "test"):
+        for folder in (dataset / split).iterdir():
+            if folder.name != "class_0":
+                for path in folder.iterdir():
+                    path.unlink()
+                folder.rmdir()
+    return "a classifier needs two or more"
+
+
 # (stage, params to set, what to do to the dataset -> expected text, or the expected text)
 CASES = {
     "missing data.path": ("fetch", {"data.path": "no/such/folder"}, None,
                           "data.path no/such/folder does not exist"),
     "truncated jpeg": ("fetch", {}, truncate_a_jpeg, None),
     "no test split": ("fetch", {}, remove_test_split, None),
+    "a single class": ("fetch", {}, keep_one_class, None),
     "string for a count": ("fetch", {"prepare.train_count": "lots"}, None,
                            "prepare.train_count = 'lots' is invalid"),
     "unknown backbone": ("extract", {"backbone.name": "resnet5O"}, None,
@@ -65,7 +76,7 @@ def test_too_many_images_asked_for(project):
     project.set_params(**{"prepare.train_cuont": 5})
     fetched = project.run("python", "stages/fetch.py")
     assert "unknown key prepare.train_cuont" in fetched.stderr
-    assert (project.root / "data" / "raw" / "train_pixels.npy").exists()
+    assert (project.root / "data" / "raw" / "train_images.bin").exists()
 
     project.set_params(**{"prepare.train_count": 13})  # the tiny dataset has 12
     last_line = run_failing(project, "preprocess")

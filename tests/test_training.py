@@ -41,10 +41,14 @@ def trained(tmp_path_factory):
 
     to_backbone_input = backbones.preprocess_tensor_function("resnet50")
     train_split, test_split = tiny_images(4, seed=1), tiny_images(2, seed=2)
+    inputs = tmp_path_factory.mktemp("prepared")
+    np.save(inputs / "train.npy", train_split[0])
+    np.save(inputs / "test.npy", test_split[0])
     paths = {name: out / name for name in ("frozen.keras", "metrics.json", "history.csv")}
     metrics = training.train(
-        model, training.dataset(*train_split, 4, to_backbone_input, shuffle_seed=0),
-        training.dataset(*test_split, 4, to_backbone_input), EPOCHS, 1e-3,
+        model, training.dataset(inputs / "train.npy", train_split[1], 4, to_backbone_input,
+                                shuffle_seed=0),
+        training.dataset(inputs / "test.npy", test_split[1], 4, to_backbone_input), EPOCHS, 1e-3,
         paths["frozen.keras"], paths["metrics.json"], paths["history.csv"])
     return dict(model=model, backbone=backbone, head_weights=head_weights, metrics=metrics,
                 backbone_before=backbone_before, head_before=head_before, paths=paths,
@@ -100,6 +104,45 @@ def test_saved_model_reloads_and_predicts_the_same(trained):
 def test_outputs_leave_no_temporary_files(trained):
     assert sorted(p.name for p in trained["paths"]["frozen.keras"].parent.iterdir()) == sorted(
         trained["paths"])
+
+
+def batches_of(data, epochs):
+    return [[(x.numpy(), y.numpy()) for x, y in data] for _ in range(epochs)]
+
+
+@pytest.mark.parametrize("shuffle_seed", [None, 0, 7])
+def test_disk_dataset_gives_the_batches_of_the_in_memory_way(tmp_path, shuffle_seed):
+    """Reading from disk must not change what training sees: the same batches, in the same
+    order, epoch after epoch, so the metrics stay those of the in-memory way."""
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(23, 3, 3, 5)).astype(np.float16)
+    labels = rng.integers(0, 4, 23)
+    np.save(tmp_path / "features.npy", inputs)
+    batches = []
+    for make in (lambda: training.in_memory_dataset(inputs, labels, 4, shuffle_seed=shuffle_seed),
+                 lambda: training.dataset(tmp_path / "features.npy", labels, 4,
+                                          shuffle_seed=shuffle_seed)):
+        keras.utils.set_random_seed(3)
+        batches.append(batches_of(make(), epochs=3))
+    in_memory, from_disk = batches
+    assert len(from_disk[0]) == 6 and len(from_disk[0][-1][0]) == 3  # 23 = 5 x 4 + 3
+    for memory_epoch, disk_epoch in zip(in_memory, from_disk, strict=True):
+        for (x, y), (disk_x, disk_y) in zip(memory_epoch, disk_epoch, strict=True):
+            assert disk_x.dtype == np.float16
+            np.testing.assert_array_equal(disk_x, x)
+            np.testing.assert_array_equal(disk_y, y)
+    orders = [np.concatenate([y for _, y in epoch]) for epoch in from_disk]
+    if shuffle_seed is None:
+        assert all(np.array_equal(order, labels) for order in orders)
+    else:  # shuffled, differently each epoch
+        assert not np.array_equal(orders[0], labels)
+        assert not np.array_equal(orders[0], orders[1])
+
+
+def test_disk_dataset_refuses_labels_that_do_not_match(tmp_path):
+    np.save(tmp_path / "features.npy", np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="3 rows but there are 4 labels"):
+        training.dataset(tmp_path / "features.npy", np.arange(4), 2)
 
 
 def test_train_head_twice_with_the_same_seed_is_identical(project):

@@ -1,0 +1,43 @@
+"""Map a function over a stream on every core, in order, holding only a few chunks at once.
+
+multiprocessing's imap and concurrent.futures' map read their whole input ahead (before Python
+3.14), so a stream of encoded photos would pile up in memory; here at most `window` chunks are
+in flight. A worker that dies (killed for memory, say) fails the map with BrokenProcessPool
+instead of hanging it, as multiprocessing.Pool would.
+"""
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
+
+
+def cores():
+    """Cores this process may run on (its CPU affinity, e.g. a container's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _apply(function, chunk):
+    return [function(*item) for item in chunk]
+
+
+def ordered_map(function, items, chunk_size=8, processes=None):
+    """Yield function(*item) for each tuple in `items`, in order. `function` must be a
+    module-level function (it is sent to worker processes). On one core, runs in this process."""
+    processes = processes or cores()
+    items = iter(items)
+    if processes <= 1:
+        for item in items:
+            yield function(*item)
+        return
+    with ProcessPoolExecutor(processes) as pool:
+        pending = deque()
+        try:
+            while True:
+                while len(pending) < 2 * processes and (chunk := list(islice(items, chunk_size))):
+                    pending.append(pool.submit(_apply, function, chunk))
+                if not pending:
+                    return
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:  # the consumer stopped early or failed: drop the rest
+                future.cancel()
