@@ -18,7 +18,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from keras_bottleneck.datasets import write_classes  # noqa: E402
 from keras_bottleneck.npy_stream import NpyWriter  # noqa: E402
-from keras_bottleneck.parallel import cores  # noqa: E402
 
 # What a copy of the project needs to run its pipeline: code and config, no outputs.
 PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", ".dvc/config",
@@ -69,21 +68,46 @@ def write_prepared(directory, train_count, img_size, chunk=256):
     write_classes(CLASSES, directory)
 
 
-# Runs a stage script and, as it exits, writes the peak resident memory (kB) of the script's own
-# process and of its largest worker process to a file. VmHWM is the high-water mark of this
-# program's own memory: the parent's ru_maxrss of the child would also count the memory of the
-# (TensorFlow-laden) process that forked it. Workers (fetch and preprocess decode on every core)
-# have exited and been waited for by then, so RUSAGE_CHILDREN holds the largest one's peak.
+# Runs a stage script and, as it exits, writes two peaks (kB) to a file: VmHWM, the high-water
+# mark of the script's own process (the parent's ru_maxrss of the child would also count the
+# memory of the TensorFlow-laden process that forked it), and the highest sum of the resident
+# memory of the process and all its descendants (the workers that fetch, preprocess and predict
+# decode on), sampled every 20 ms.
 _PEAK_REPORTING_RUNNER = """
-import atexit, resource, runpy, sys
+import atexit, os, runpy, sys, threading, time
 script, report = sys.argv[1:]
 
-def write_peak():
-    with open("/proc/self/status") as status:
-        peak_kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-    with open(report, "w") as file:
-        file.write(f"{peak_kb} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+def rss_kb(pid, field="VmRSS:"):
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return int(next(line.split()[1] for line in status if line.startswith(field)))
+    except (OSError, StopIteration):
+        return 0
 
+def descendants(pid):
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                for child in children.read().split():
+                    found += [int(child)] + descendants(int(child))
+    except OSError:
+        pass
+    return found
+
+tree_peak = [0]
+
+def sample():
+    while True:
+        pids = [os.getpid()] + descendants(os.getpid())
+        tree_peak[0] = max(tree_peak[0], sum(rss_kb(pid) for pid in pids))
+        time.sleep(0.02)
+
+def write_peak():
+    with open(report, "w") as file:
+        file.write(f"{rss_kb('self', 'VmHWM:')} {tree_peak[0]}")
+
+threading.Thread(target=sample, daemon=True).start()
 atexit.register(write_peak)
 sys.argv = [script]
 runpy.run_path(script, run_name="__main__")
@@ -92,9 +116,8 @@ runpy.run_path(script, run_name="__main__")
 
 def run_with_peak(root, script, log_name=None):
     """Run stages/<script>.py (or any script path) in `root` in its own process; return its
-    peak resident memory (which counts touched pages of memory-mapped files too) and seconds.
-    With worker processes, the peak counts every worker at the largest one's peak, all at once
-    and beside the main process's peak: an upper bound. Linux only: it reads /proc."""
+    peak resident memory (which counts touched pages of memory-mapped files too), worker
+    processes included, and seconds. Linux only: it reads /proc."""
     root = Path(root)
     script = Path(script) if str(script).endswith(".py") else REPO_ROOT / "stages" / f"{script}.py"
     log_path, peak_path = root / f"{log_name or script.stem}.log", root / f"{script.stem}.peak_kb"
@@ -106,12 +129,10 @@ def run_with_peak(root, script, log_name=None):
         seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{script.name} in {root} failed:\n{log_path.read_text()}")
-    main_kb, worker_kb = (int(kb) for kb in peak_path.read_text().split())
-    workers = cores() if worker_kb else 0
-    return {"peak_rss_bytes": (main_kb + workers * worker_kb) * 1024,
+    main_kb, tree_kb = (int(kb) for kb in peak_path.read_text().split())
+    return {"peak_rss_bytes": max(main_kb, tree_kb) * 1024,
             "main_process_peak_rss_bytes": main_kb * 1024,
-            "worker_peak_rss_bytes": worker_kb * 1024, "workers": workers,
-            "seconds": round(seconds, 1)}
+            "with_workers_peak_rss_bytes": tree_kb * 1024, "seconds": round(seconds, 1)}
 
 
 def peak_memory_of_extract(workdir, train_count, img_size, settings):

@@ -82,6 +82,9 @@ def measure_stages(args, workdir):
         "images": [args.images, 8 * args.images],
         "peak_rss_bytes": {stage: [small[stage]["peak_rss_bytes"], large[stage]["peak_rss_bytes"]]
                            for stage in STAGES},
+        "main_process_peak_rss_bytes": {
+            stage: [small[stage]["main_process_peak_rss_bytes"],
+                    large[stage]["main_process_peak_rss_bytes"]] for stage in STAGES},
         "seconds": {stage: [small[stage]["seconds"], large[stage]["seconds"]] for stage in STAGES},
         "ratios": {stage: round(large[stage]["peak_rss_bytes"] / small[stage]["peak_rss_bytes"], 3)
                    for stage in STAGES},

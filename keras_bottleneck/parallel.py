@@ -5,6 +5,7 @@ multiprocessing's imap and concurrent.futures' map read their whole input ahead 
 in flight. A worker that dies (killed for memory, say) fails the map with BrokenProcessPool
 instead of hanging it, as multiprocessing.Pool would.
 """
+import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -29,7 +30,10 @@ def ordered_map(function, items, chunk_size=8, processes=None):
         for item in items:
             yield function(*item)
         return
-    with ProcessPoolExecutor(processes) as pool:
+    # Workers start as fresh interpreters: a forked one would share (and count, in its resident
+    # memory) every page of its parent, whose index grows with the dataset, and forking a process
+    # whose TensorFlow threads hold locks (predict) can deadlock the child.
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending = deque()
         try:
             while True:
