@@ -3,6 +3,7 @@
 An interrupted stage therefore never leaves a half-written file at an output path that DVC
 (or a user running `dvc commit`) could mistake for a result.
 """
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -36,3 +37,9 @@ def atomic_path(path, directory=False):
     finally:
         if tmp.exists():
             _remove(tmp)
+
+
+def write_json(path, data):
+    """Write `data` as indented JSON to `path`, atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")

@@ -62,6 +62,17 @@ def build(backbone, img_size):
     return model
 
 
+def build_for_extraction(backbone, img_size):
+    """The backbone as extract runs it. `weights: none` means random weights: seeded, so that
+    every run (and export, which must rebuild the very same backbone) gets the same bytes. A
+    constant, not train.seed, so that changing train.seed does not re-extract; train_frozen
+    seeds with train.seed (default 0) before the same build, so at the default both branches
+    get the same random backbone."""
+    import keras
+    keras.utils.set_random_seed(0)
+    return build(backbone, img_size)
+
+
 def _explain_build_error(backbone, error):
     message = " ".join(str(error).split())
     url = re.search(r"https?://\S+?\.h5", message)

@@ -1,5 +1,4 @@
 """The `cifar10` source: the official python archive, checked against its published sha256."""
-import hashlib
 import http.client
 import io
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from .atomic import atomic_path
+from .checksums import sha256_of
 from .datasets import RawWriter, write_classes
 from .errors import PipelineError
 
@@ -26,14 +26,6 @@ def download_dir():
     """Where downloads are kept: Keras' own dataset cache, so one download serves both
     (`keras.datasets.cifar10.load_data()` keeps the same archive there under its own name)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locate_archive(data_path):

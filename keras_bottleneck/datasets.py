@@ -13,7 +13,10 @@ import numpy as np
 
 from .errors import PipelineError
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # of the raw dataset
+# Of the prepared images and the features: validation is held out of the chosen train images
+# (empty unless prepare.validation_count is set).
+PREPARED_SPLITS = ("train", "validation", "test")
 
 
 def _files(directory, split):
@@ -106,4 +109,4 @@ def split_inputs(directory, kind):
     by batch."""
     directory = Path(directory)
     return {name: (directory / f"{name}_{kind}.npy", np.load(directory / f"{name}_labels.npy"))
-            for name in SPLITS}
+            for name in PREPARED_SPLITS}

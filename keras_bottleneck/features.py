@@ -6,7 +6,7 @@ from contextlib import closing
 
 import numpy as np
 
-from .npy_stream import NpyWriter, iter_batches, read_header
+from .npy_stream import NpyRows, NpyWriter
 
 
 def _prefetched(batches, transform, depth=2):
@@ -58,20 +58,53 @@ def compiled_forward(model):
     return _forward_of[model]
 
 
-def extract(model, preprocess, images_path, features_path, batch_size, dtype, progress=None):
-    """Write model(preprocess(images)) for every image of `images_path` to `features_path`,
-    holding only a few batches in memory whatever the number of images."""
-    count = read_header(images_path)[0][0]
+def _padded(batch, batch_size):
+    """`batch` with zero images appended up to `batch_size` rows."""
+    if len(batch) == batch_size:
+        return batch
+    padded = np.zeros((batch_size,) + batch.shape[1:], batch.dtype)
+    padded[:len(batch)] = batch
+    return padded
+
+
+def _computed_rows(model, preprocess, rows, indices, batch_size):
+    """The features of rows `indices` of NpyRows `rows`, one row at a time, computed in full
+    batches (the last one padded): every batch has the same shape, so a row's features do not
+    depend on which rows share its batch, and reusing rows computed in another run is exact."""
     forward = compiled_forward(model)
-    shape = (count,) + tuple(model.output_shape[1:])
 
-    def to_input(batch):
-        return np.asarray(preprocess(batch), dtype=np.float32)
+    def to_input(chosen):
+        return len(chosen), np.asarray(preprocess(_padded(rows.read(chosen), batch_size)),
+                                       dtype=np.float32)
+    batches = (indices[start:start + batch_size] for start in range(0, len(indices), batch_size))
+    with closing(_prefetched(batches, to_input)) as ready:
+        for count, batch in ready:
+            yield from np.asarray(forward(batch))[:count]
 
-    with (NpyWriter(features_path, shape, dtype) as writer,
-          closing(_prefetched(iter_batches(images_path, batch_size), to_input)) as batches):
-        for batch in batches:
-            writer.write(np.asarray(forward(batch)))
+
+def extract(model, preprocess, images_path, features_path, batch_size, dtype, progress=None,
+            previous=None, keys=None):
+    """Write model(preprocess(image)) for every image of `images_path` to `features_path`,
+    holding only a few batches in memory whatever the number of images. With `previous` (an
+    incremental.Previous) and the images' `keys`, rows it holds are copied instead of computed.
+    Returns the features' shape and how many images went through the backbone."""
+    rows = NpyRows(images_path)
+    shape = (len(rows),) + tuple(model.output_shape[1:])
+    found = previous.find(keys) if previous is not None else [None] * len(rows)
+    missing = [index for index, location in enumerate(found) if location is None]
+    computed = _computed_rows(model, preprocess, rows, missing, batch_size)
+    with NpyWriter(features_path, shape, dtype) as writer, closing(computed):
+        for start in range(0, len(rows), batch_size):
+            stop = min(start + batch_size, len(rows))
+            chunk = np.empty((stop - start,) + shape[1:], writer.dtype)
+            reused = [(i - start, found[i]) for i in range(start, stop) if found[i] is not None]
+            if reused:
+                positions, locations = zip(*reused)
+                chunk[list(positions)] = previous.read(list(locations))
+            for i in range(start, stop):
+                if found[i] is None:
+                    chunk[i - start] = next(computed)
+            writer.write(chunk)
             if progress is not None:
-                progress.update(len(batch))
-    return shape
+                progress.update(stop - start)
+    return shape, len(missing)

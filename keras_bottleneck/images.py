@@ -1,8 +1,9 @@
 """Decode any image a user may have into RGB uint8, and resize it."""
 import io
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import PipelineError
 
@@ -38,6 +39,7 @@ def open_rgb(source, name=None, draft_side=None):
     it) as an RGB PIL image. With `draft_side`, a JPEG may be decoded at a reduced scale that
     keeps both sides at least `draft_side` (libjpeg's DCT scaling: several times faster on big
     photos). Whatever a decoder raises becomes one PipelineError naming the file."""
+    shown = name or (source if isinstance(source, (str, Path)) else "an image")
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     try:
@@ -45,10 +47,12 @@ def open_rgb(source, name=None, draft_side=None):
             if draft_side:
                 image.draft(None, (draft_side, draft_side))
             return _to_rgb(image)
+    except UnidentifiedImageError:
+        reason = "not a format Pillow knows"
     except Exception as error:  # noqa: BLE001 - decoders raise anything on bad data
         reason = " ".join(str(error).split()) or type(error).__name__
-        raise PipelineError(f"{name or source}: not a readable image ({reason}); "
-                            "replace or delete the file") from None
+    raise PipelineError(f"{shown}: not a readable image ({reason}); "
+                        "replace or delete the file")
 
 
 def load_rgb(source, name=None):

@@ -65,6 +65,7 @@ SCHEMA = {
     "prepare": {
         "train_count": (1000, _positive_int),
         "test_count": (100, _positive_int),
+        "validation_count": (0, _non_negative_int),
         "img_size": (139, _positive_int),
         "stratify": (False, _bool),
         "shuffle": (False, _bool),
@@ -94,6 +95,7 @@ SCHEMA = {
     },
     "train_head": {"epochs": (9, _positive_int)},
     "train_frozen": {"epochs": (9, _positive_int)},
+    "evaluate": {"mistakes": (16, _positive_int)},
 }
 
 

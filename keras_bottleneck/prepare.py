@@ -32,6 +32,16 @@ def select(labels, count, stratify, shuffle, seed, what="train"):
     return np.sort(np.concatenate(chosen))
 
 
+def hold_out(labels, chosen, count, stratify, seed):
+    """Split the chosen train indices into (train, validation): `count` of them drawn at random
+    (seeded), the same number from each class (±1) with `stratify`; both sorted."""
+    if count >= len(chosen):
+        raise PipelineError(f"prepare.validation_count {count} leaves no train images out of "
+                            f"prepare.train_count {len(chosen)}: lower it or raise train_count")
+    held = chosen[select(labels[chosen], count, stratify, True, seed, "validation")]
+    return np.setdiff1d(chosen, held), held
+
+
 def _decode_resized(path, offset, length, name, img_size):
     return decode_resized(read_span(path, offset, length), img_size, name)
 
@@ -45,13 +55,25 @@ def write_resized(raw, indices, img_size, path):
             writer.write(image[None])
 
 
-def first_look(images, labels, classes, path, count=8, tile=128):
-    """A strip of the first images with their class names (the original's first look)."""
-    count = min(count, len(images))
-    strip = Image.new("RGB", (tile * count, tile + 20), "white")
-    draw = ImageDraw.Draw(strip)
-    for i in range(count):
-        picture = Image.fromarray(images[i]).resize((tile, tile), Image.NEAREST)
-        strip.paste(picture, (i * tile, 20))
-        draw.text((i * tile + 4, 4), classes[labels[i]], fill="black")
-    strip.save(path)
+def first_images_of_each_class(labels, per_class):
+    """{label: indices of its first `per_class` images}, labels in order."""
+    return {int(label): np.flatnonzero(labels == label)[:per_class] for label in np.unique(labels)}
+
+
+def first_look(images_by_class, classes, path, tile=96, max_classes=20):
+    """A grid: one row per class (its name, then its first images), so that every class and
+    its labelling can be checked at a glance. `images_by_class` is {label: [HxWx3 uint8]}."""
+    shown = list(images_by_class.items())[:max_classes]
+    columns = max(len(images) for _, images in shown)
+    label_width = 120
+    sheet = Image.new("RGB", (label_width + tile * columns, tile * len(shown) + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, (label, images) in enumerate(shown):
+        draw.text((4, row * tile + tile // 2), classes[label][:18], fill="black")
+        for column, image in enumerate(images):
+            picture = Image.fromarray(image).resize((tile, tile), Image.NEAREST)
+            sheet.paste(picture, (label_width + column * tile, row * tile))
+    if len(images_by_class) > max_classes:
+        draw.text((4, tile * len(shown) + 4),
+                  f"... and {len(images_by_class) - max_classes} more classes", fill="black")
+    sheet.save(path)

@@ -1,11 +1,12 @@
 """Train a model on (inputs, labels), then write the model, a metrics summary and the history."""
-import json
+import csv
 import time
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
 from .npy_stream import NpyRows
+from .resources import peak_memory_mb
 
 
 def seed_everything(seed, deterministic):
@@ -67,49 +68,87 @@ def _epoch_timer():
     return callback, seconds
 
 
-def train(model, train_data, test_data, epochs, learning_rate, model_path, metrics_path,
-          history_path):
-    """Fit with Adam on sparse labels, evaluating on the test split after every epoch (as the
-    original did); write the model, the metrics summary and the per-epoch history."""
+class _BestWeights:
+    """Keeps the weights of the epoch with the highest validation accuracy (the first, on ties)."""
+
+    def __init__(self):
+        import keras
+        self.best, self.weights = -1.0, None
+        self.callback = keras.callbacks.LambdaCallback(on_epoch_end=self._check)
+
+    def _check(self, epoch, logs):
+        if logs["val_accuracy"] > self.best:
+            self.best, self.weights = logs["val_accuracy"], self.callback.model.get_weights()
+
+
+def write_history(history, path):
+    """The per-epoch metrics as CSV, epochs counted from 1 as everywhere else."""
+    columns = sorted(history)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch"] + columns)
+        for epoch, values in enumerate(zip(*(history[c] for c in columns)), start=1):
+            writer.writerow([epoch] + [repr(float(v)) for v in values])
+
+
+def train(model, train_data, val_data, epochs, learning_rate, model_path, metrics_path,
+          history_path, test_data=None):
+    """Fit with Adam on sparse labels, scoring `val_data` after every epoch; write the model,
+    the metrics summary and the per-epoch history. With `test_data` (a validation split was
+    held out), the weights of the best validation epoch are kept and the test split is scored
+    once, on them. Without, `val_data` is the test split (the original's way): the last
+    epoch's model is kept and its test figures reported."""
     import keras
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     timer, epoch_seconds = _epoch_timer()
-    with atomic_path(history_path) as history_tmp:
-        started = time.perf_counter()
-        history = model.fit(train_data, validation_data=test_data, epochs=epochs, verbose=2,
-                            shuffle=False,  # the tf.data pipeline shuffles, seeded
-                            callbacks=[timer, keras.callbacks.CSVLogger(str(history_tmp))])
-        train_seconds = time.perf_counter() - started
+    best = _BestWeights()
+    started = time.perf_counter()
+    history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=2,
+                        shuffle=False,  # the tf.data pipeline shuffles, seeded
+                        callbacks=[timer, best.callback]).history
+    train_seconds = time.perf_counter() - started
+    accuracy = history["val_accuracy"]
+    best_epoch = int(np.argmax(accuracy))
+    if test_data is None:
+        test_loss, test_accuracy = history["val_loss"][-1], accuracy[-1]
+    else:
+        model.set_weights(best.weights)
+        test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
     with atomic_path(model_path) as model_tmp:
         model.save(model_tmp)
-    accuracy = history.history["val_accuracy"]
-    best = int(np.argmax(accuracy))
+    write_history(history, history_path)
     metrics = {
-        "test_accuracy": round(float(accuracy[-1]), 6),
-        "test_loss": round(float(history.history["val_loss"][-1]), 6),
-        "best_epoch": best + 1,
-        "best_test_accuracy": round(float(accuracy[best]), 6),
+        "test_accuracy": round(float(test_accuracy), 6),
+        "test_loss": round(float(test_loss), 6),
+        "val_split": "test" if test_data is None else "validation",
+        "best_epoch": best_epoch + 1,
+        "best_val_accuracy": round(float(accuracy[best_epoch]), 6),
         "epochs": epochs,
         "train_seconds": round(train_seconds, 3),
         "seconds_per_epoch": round(float(np.mean(epoch_seconds)), 3),
+        "peak_memory_mb": peak_memory_mb(),
         "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "non_trainable_params": int(sum(np.prod(w.shape) for w in model.non_trainable_weights)),
     }
-    with atomic_path(metrics_path) as metrics_tmp:
-        metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(metrics_path, metrics)
     return metrics
 
 
 def run_training_stage(stage, model, splits, transform, params, model_path):
     """Train as stage `stage` (train_head or train_frozen) on {split: (.npy path, labels)} and
-    write models/..., metrics/<stage>.json and metrics/<stage>_history.csv."""
+    write models/..., metrics/<stage>.json and metrics/<stage>_history.csv. The validation
+    split, when there is one, picks the epoch; otherwise the test split plays its part."""
     settings = params["train"]
-    train_data = dataset(*splits["train"], settings["batch_size"], transform, settings["seed"])
-    test_data = dataset(*splits["test"], settings["batch_size"], transform)
-    metrics = train(model, train_data, test_data, params[stage]["epochs"],
+    batch_size = settings["batch_size"]
+    train_data = dataset(*splits["train"], batch_size, transform, settings["seed"])
+    test_data = dataset(*splits["test"], batch_size, transform)
+    held_out = len(splits["validation"][1]) > 0
+    val_data = dataset(*splits["validation"], batch_size, transform) if held_out else test_data
+    metrics = train(model, train_data, val_data, params[stage]["epochs"],
                     settings["learning_rate"], model_path, f"metrics/{stage}.json",
-                    f"metrics/{stage}_history.csv")
-    print(f"{stage}: test accuracy {metrics['test_accuracy']:.3f} "
-          f"(best {metrics['best_test_accuracy']:.3f} at epoch {metrics['best_epoch']})")
+                    f"metrics/{stage}_history.csv", test_data if held_out else None)
+    chosen = (f"epoch {metrics['best_epoch']} chosen on validation" if held_out else
+              f"best on test {metrics['best_val_accuracy']:.3f} at epoch {metrics['best_epoch']}")
+    print(f"{stage}: test accuracy {metrics['test_accuracy']:.3f} ({chosen})")
     return metrics

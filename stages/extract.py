@@ -1,18 +1,21 @@
 """Stage extract: images -> frozen backbone -> bottleneck features in data/features/."""
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from keras_bottleneck import backbones, params as params_file  # noqa: E402
-from keras_bottleneck.atomic import atomic_path  # noqa: E402
-from keras_bottleneck.datasets import SPLITS, read_classes, write_classes  # noqa: E402
+from keras_bottleneck import backbones, incremental, params as params_file  # noqa: E402
+from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
+from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 from keras_bottleneck.features import extract  # noqa: E402
 from keras_bottleneck.npy_stream import read_header  # noqa: E402
+from keras_bottleneck.resources import peak_memory_mb  # noqa: E402
 
 PREPARED, FEATURES = Path("data/prepared"), Path("data/features")
 
@@ -21,23 +24,35 @@ def main():
     params = params_file.load()
     classes = read_classes(PREPARED)
     img_size = read_header(PREPARED / "train_images.npy")[0][1]
-    # `backbone.weights: none` means random weights: seeded, so that every run writes the same
-    # bytes. A constant, not train.seed, so that changing train.seed does not re-extract;
-    # train_frozen seeds with train.seed (default 0) before the same build, so at the default
-    # both branches get the same random backbone.
-    import keras
-    keras.utils.set_random_seed(0)
-    model = backbones.build(params["backbone"], img_size)
+    started = time.perf_counter()
+    model = backbones.build_for_extraction(params["backbone"], img_size)
     preprocess = backbones.preprocess_function(params["backbone"]["name"])
+    current = incremental.fingerprint(params["backbone"], params["extract"])
+    previous, found, other = incremental.find_previous(FEATURES, current)
+    images = ran = 0
     with atomic_path(FEATURES, directory=True) as tmp:
-        for name in SPLITS:
-            images = PREPARED / f"{name}_images.npy"
-            with tqdm(total=read_header(images)[0][0], desc=f"extract {name}", unit="img") as bar:
-                shape = extract(model, preprocess, images, tmp / f"{name}_features.npy",
-                                params["extract"]["batch_size"], params["extract"]["dtype"], bar)
+        for name in PREPARED_SPLITS:
+            keys = incremental.row_keys(PREPARED / f"{name}_images.npy")
+            with tqdm(total=len(keys), desc=f"extract {name}", unit="img") as bar:
+                shape, computed = extract(
+                    model, preprocess, PREPARED / f"{name}_images.npy",
+                    tmp / f"{name}_features.npy", params["extract"]["batch_size"],
+                    params["extract"]["dtype"], bar, previous, keys)
+            np.save(tmp / f"{name}_keys.npy", keys)
             shutil.copyfile(PREPARED / f"{name}_labels.npy", tmp / f"{name}_labels.npy")
+            images, ran = images + len(keys), ran + computed
         write_classes(classes, tmp)
-    print(f"extract: {params['backbone']['name']} features of shape {shape[1:]} -> {FEATURES}/")
+        write_json(tmp / incremental.FINGERPRINT, current)
+        feature_bytes = sum(path.stat().st_size for path in tmp.glob("*_features.npy"))
+    seconds = time.perf_counter() - started
+    write_json("metrics/extract.json", {
+        "images": images, "backbone_images": ran, "reused_images": images - ran,
+        "seconds": round(seconds, 3), "images_per_second": round(images / seconds, 2),
+        "feature_bytes": feature_bytes, "peak_memory_mb": peak_memory_mb()})
+    print(f"extract: {params['backbone']['name']} features of shape {shape[1:]} -> {FEATURES}/; "
+          f"backbone ran on {ran} of {images} images ({images - ran} reused from "
+          f"{found} earlier extraction(s) with the same fingerprint"
+          + (f"; {other} other(s) differ" if other else "") + ")")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Stage preprocess: select the subset, decode and resize it -> data/prepared/, and draw a first
-look."""
+"""Stage preprocess: select the subset, hold out a validation split, decode and resize the images
+-> data/prepared/, and draw a first look at every class."""
 import sys
 from pathlib import Path
 
@@ -11,8 +11,9 @@ from keras_bottleneck import params as params_file  # noqa: E402
 from keras_bottleneck.atomic import atomic_path  # noqa: E402
 from keras_bottleneck.datasets import SPLITS, RawSplit, read_classes, write_classes  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
-from keras_bottleneck.npy_stream import iter_batches  # noqa: E402
-from keras_bottleneck.prepare import first_look, select, write_resized  # noqa: E402
+from keras_bottleneck.npy_stream import NpyRows  # noqa: E402
+from keras_bottleneck.prepare import (first_images_of_each_class, first_look, hold_out,  # noqa: E402
+                                      select, write_resized)
 
 RAW, PREPARED, FIRST_LOOK = Path("data/raw"), Path("data/prepared"), Path("metrics/first_images.png")
 
@@ -20,18 +21,26 @@ RAW, PREPARED, FIRST_LOOK = Path("data/raw"), Path("data/prepared"), Path("metri
 def main():
     prepare = params_file.load()["prepare"]
     classes = read_classes(RAW)
-    splits = {name: RawSplit(RAW, name) for name in SPLITS}
+    raw = {name: RawSplit(RAW, name) for name in SPLITS}
     chosen = {name: select(split.labels, prepare[f"{name}_count"], prepare["stratify"],
                            prepare["shuffle"], prepare["seed"], name)
-              for name, split in splits.items()}
+              for name, split in raw.items()}
+    # Validation comes out of the chosen train images; it is read from the train split.
+    train, validation = hold_out(raw["train"].labels, chosen["train"],
+                                 prepare["validation_count"], prepare["stratify"], prepare["seed"])
+    chosen = {"train": train, "validation": validation, "test": chosen["test"]}
     with atomic_path(PREPARED, directory=True) as tmp:
-        for name, split in splits.items():
-            write_resized(split, chosen[name], prepare["img_size"], tmp / f"{name}_images.npy")
-            np.save(tmp / f"{name}_labels.npy", split.labels[chosen[name]])
+        for name, indices in chosen.items():
+            source = raw["test" if name == "test" else "train"]
+            write_resized(source, indices, prepare["img_size"], tmp / f"{name}_images.npy")
+            np.save(tmp / f"{name}_labels.npy", source.labels[indices])
         write_classes(classes, tmp)
-        first = next(iter_batches(tmp / "train_images.npy", 8))
+        labels = raw["train"].labels[chosen["train"]]
+        rows = NpyRows(tmp / "train_images.npy")
+        first = {label: list(rows.read(indices))
+                 for label, indices in first_images_of_each_class(labels, 4).items()}
     with atomic_path(FIRST_LOOK) as tmp:
-        first_look(first, splits["train"].labels[chosen["train"][:8]], classes, tmp)
+        first_look(first, classes, tmp)
     counts = ", ".join(f"{len(indices)} {name}" for name, indices in chosen.items())
     print(f"preprocess: {counts} images at {prepare['img_size']}px -> {PREPARED}/")
 

@@ -79,7 +79,23 @@ def test_scale_benchmark_prints_and_writes_every_figure(tmp_path):
     assert photos["photos"] == 4 and photos["size"] == [640, 480]
     assert photos["folder_bytes"] <= photos["raw_bytes"] < 1.05 * photos["folder_bytes"]
     if cores() > 1:  # decoding ran in worker processes, counted in the peaks
-        assert photos["fetch"]["workers"] == cores()
-        assert photos["preprocess"]["worker_peak_rss_bytes"] > 0
+        for stage in ("fetch", "preprocess"):
+            assert photos[stage]["with_workers_peak_rss_bytes"] > \
+                photos[stage]["main_process_peak_rss_bytes"]
     assert 0 <= photos["reduced_decode_mean_abs_difference"]["mean"] < 2
     assert all(check["met"] in (True, False) for check in figures["targets"].values())
+
+
+def test_incremental_benchmark_prints_and_writes_every_figure(tmp_path):
+    figures, table = run_benchmark(
+        tmp_path, "incremental.py", "--images", "20", "--added", "3", "--img-size", "64",
+        "--backbone", "vgg16")
+    assert "after adding 3" in table
+    repro = figures["repro"]
+    assert repro["full"]["backbone_images"] == 22 and repro["full"]["reused_images"] == 0
+    assert repro["added"]["backbone_images"] == 3 and repro["added"]["reused_images"] == 22
+    assert "extract" in repro["added"]["stages_run"]
+    assert 1 < figures["disk"]["store_vs_features"] < 1.1
+    assert set(figures["targets"]) == {"repro_after_adding_vs_full",
+                                       "backbone_images_after_adding",
+                                       "store_bytes_vs_feature_bytes"}

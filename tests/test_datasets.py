@@ -64,10 +64,11 @@ def test_missing_classes_tells_to_run_earlier_stages(tmp_path):
 
 
 def test_split_inputs_leaves_the_inputs_on_disk(tmp_path):
-    for split, count in (("train", 3), ("test", 2)):
+    for split, count in (("train", 3), ("validation", 0), ("test", 2)):
         np.save(tmp_path / f"{split}_features.npy", np.full((count, 2), count, np.float16))
         np.save(tmp_path / f"{split}_labels.npy", np.arange(count))
     write_classes(["a", "b", "c"], tmp_path)
     inputs = split_inputs(tmp_path, "features")
     assert inputs["train"][0] == tmp_path / "train_features.npy"
     assert inputs["test"][1].tolist() == [0, 1]
+    assert list(inputs) == ["train", "validation", "test"] and len(inputs["validation"][1]) == 0

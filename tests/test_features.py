@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from keras_bottleneck import backbones
+from keras_bottleneck import backbones, incremental
 from keras_bottleneck.features import extract
 
 COUNT, BATCH = 10, 4  # 4 does not divide 10: the last batch is a short one
@@ -51,10 +51,11 @@ def test_extract_writes_the_backbones_outputs_as_float32(resnet50, images_and_ex
     images_path, expected = images_and_expected
     progress = Progress()
 
-    shape = extract_to(tmp_path / "features.npy", resnet50, images_path, "float32", progress)
+    shape, ran = extract_to(tmp_path / "features.npy", resnet50, images_path, "float32",
+                            progress)
 
     features = np.load(tmp_path / "features.npy")
-    assert shape == features.shape == (COUNT, 2, 2, 2048)
+    assert shape == features.shape == (COUNT, 2, 2, 2048) and ran == COUNT
     assert features.dtype == np.float32
     assert progress.done == COUNT
     assert_close(features, expected, 1e-5)
@@ -70,3 +71,37 @@ def test_extract_as_float16_twice_gives_byte_identical_files(resnet50, images_an
     features = np.load(tmp_path / "first.npy")
     assert features.dtype == np.float16 and features.shape == (COUNT, 2, 2, 2048)
     assert_close(features, expected, 1e-3)
+
+
+def test_a_rows_features_do_not_depend_on_its_batch_mates(resnet50, images_and_expected,
+                                                          tmp_path):
+    """Every batch runs at one shape (the last padded), so an image's features are the same
+    bytes whichever images share its batch: what lets incremental extraction reuse rows."""
+    images_path, _ = images_and_expected
+    images = np.load(images_path)
+    order = np.random.default_rng(1).permutation(COUNT)
+    np.save(tmp_path / "shuffled.npy", images[order])
+    extract_to(tmp_path / "in_order.npy", resnet50, images_path, "float32")
+    extract_to(tmp_path / "shuffled_features.npy", resnet50, tmp_path / "shuffled.npy", "float32")
+    in_order = np.load(tmp_path / "in_order.npy")
+    shuffled = np.load(tmp_path / "shuffled_features.npy")
+    assert np.array_equal(shuffled, in_order[order])  # bit for bit, not merely close
+
+
+def test_rows_found_in_earlier_features_are_copied_not_computed(resnet50, images_and_expected,
+                                                               tmp_path):
+    images_path, _ = images_and_expected
+    extract_to(tmp_path / "first.npy", resnet50, images_path, "float16")
+    keys = incremental.row_keys(images_path)
+    np.save(tmp_path / "first_keys.npy", keys[:6])  # the first 6 images are known
+    first = np.load(tmp_path / "first.npy")
+    np.save(tmp_path / "known.npy", first[:6])
+    previous = incremental.Previous([{"train": (tmp_path / "first_keys.npy",
+                                                tmp_path / "known.npy")}])
+    progress = Progress()
+
+    shape, ran = extract(resnet50, backbones.preprocess_function("resnet50"), images_path,
+                         tmp_path / "second.npy", BATCH, "float16", progress, previous, keys)
+
+    assert ran == COUNT - 6 and progress.done == COUNT
+    assert (tmp_path / "second.npy").read_bytes() == (tmp_path / "first.npy").read_bytes()

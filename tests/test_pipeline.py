@@ -22,8 +22,9 @@ from conftest import COLORS, REPO_ROOT, make_image, ran_stages
 UPSTREAM_OUTPUTS = ("data/raw", "data/prepared", "data/features")
 
 # Package modules that cannot change what a stage writes (error messages, the temp-then-rename
-# of outputs, validation of params whose values DVC tracks itself), so no stage depends on them.
-NOT_OUTPUT_AFFECTING = {"__init__", "errors", "atomic", "params"}
+# of outputs, validation of params whose values DVC tracks itself, the peak-memory reading), so
+# no stage depends on them.
+NOT_OUTPUT_AFFECTING = {"__init__", "errors", "atomic", "params", "resources"}
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +90,9 @@ def head_change(tiny):
         params_diff=json.loads(project.dvc("params", "diff", "--json").stdout))
 
 
-def test_head_only_param_reruns_train_head_alone(head_change):
+def test_head_only_param_reruns_train_head_export_and_evaluate(head_change):
     before, after = head_change.before, head_change.after
-    assert head_change.ran == ["train_head"]
+    assert head_change.ran == ["train_head", "export", "evaluate"]
     for name in UPSTREAM_OUTPUTS:  # extract (nor anything before it) did not run: untouched
         assert after.data[name] == before.data[name], f"{name} was rewritten"
     assert before.metrics["train_head"]["epochs"] == head_change.epochs
@@ -99,6 +100,7 @@ def test_head_only_param_reruns_train_head_alone(head_change):
     assert after.metrics["train_frozen"] == before.metrics["train_frozen"]
     assert after.models["frozen.keras"] == before.models["frozen.keras"]
     assert after.models["head.keras"] != before.models["head.keras"]
+    assert after.models["classifier.keras"] != before.models["classifier.keras"]
     assert UP_TO_DATE in head_change.status
 
 
@@ -106,13 +108,20 @@ def test_metrics_and_params_diff_list_the_change(head_change):
     epochs = head_change.epochs
     assert head_change.params_diff == {
         "params.yaml": {"train_head.epochs": {"old": epochs, "new": epochs + 1, "diff": 1}}}
-    # Without --all only changed metrics are listed: train_frozen did not change.
-    assert list(head_change.metrics_diff) == ["metrics/train_head.json"]
+    # Without --all only changed metrics are listed: train_frozen and extract did not change.
+    assert set(head_change.metrics_diff) <= {"metrics/train_head.json", "metrics/evaluate.json"}
     changed = head_change.metrics_diff["metrics/train_head.json"]
     assert changed["epochs"] == {"old": epochs, "new": epochs + 1, "diff": 1}
     assert all(entry["old"] != entry["new"] for entry in changed.values())
     every = head_change.metrics_diff_all
-    assert set(every) == {"metrics/train_head.json", "metrics/train_frozen.json"}
+    assert set(every) == {"metrics/train_head.json", "metrics/train_frozen.json",
+                          "metrics/extract.json", "metrics/evaluate.json"}
+    # Per-class metrics of both methods, flattened by DVC.
+    evaluated = every["metrics/evaluate.json"]
+    for method in ("train_head", "train_frozen"):
+        assert f"{method}.macro_f1" in evaluated
+        assert {f"{method}.per_class.class_{c}.{key}" for c in range(3)
+                for key in ("precision", "recall", "f1", "support")} <= set(evaluated)
     head_keys = set(every["metrics/train_head.json"])
     assert {"epochs", "test_accuracy", "test_loss"} <= head_keys
     assert head_keys == set(head_change.after.metrics["train_head"])
@@ -153,7 +162,8 @@ def img_size_change(tiny):
 
 def test_img_size_change_reruns_everything_after_fetch(img_size_change):
     change = img_size_change
-    assert set(change.ran) == {"preprocess", "extract", "train_head", "train_frozen"}
+    assert set(change.ran) == {"preprocess", "extract", "train_head", "train_frozen", "export",
+                               "evaluate"}
     count = change.params["prepare"]["train_count"]
     assert change.images == (count, change.size, change.size, 3)
     # Bigger images, bigger feature map: extract ran on the new images, not stale ones.
@@ -181,9 +191,8 @@ def image_added(tiny):
                            after={name: (root / name).read_bytes() for name in inputs})
 
 
-def test_added_image_reruns_every_stage(image_added):
-    assert set(image_added.ran) == {"fetch", "preprocess", "extract", "train_head",
-                                    "train_frozen"}
+def test_added_image_reruns_every_stage(image_added, tiny):
+    assert set(image_added.ran) == stage_names(tiny.project.root)
     assert image_added.raw_after == image_added.raw_before + 1
     for name, data in image_added.after.items():  # the new image is among those used
         assert data != image_added.before[name], f"{name} did not change"
@@ -200,7 +209,35 @@ def test_metrics_show_puts_both_methods_side_by_side(tiny):
         assert shown[path]["data"] == json.loads((project.root / path).read_text())
     table = project.dvc("metrics", "show").stdout.splitlines()
     assert "test_accuracy" in table[0]
-    assert [row.split()[0] for row in table[1:]] == paths
+    assert set(paths) <= {row.split()[0] for row in table[1:]}
+
+
+def test_plots_show_renders_both_confusion_matrices(tiny, tmp_path):
+    project = tiny.project
+    project.dvc("plots", "show", "-o", tmp_path / "plots")
+    html = (tmp_path / "plots" / "index.html").read_text()
+    shown = json.loads(project.dvc("plots", "show", "--json").stdout)["data"]
+    test_count = project.params()["prepare"]["test_count"]
+    for method in ("train_head", "train_frozen"):
+        path = f"metrics/confusion_{method}.csv"
+        (vega,) = shown[path]
+        title = next(spec[path]["title"] for spec in dvc_yaml(project.root)["stages"]["evaluate"]
+                     ["plots"] if path in spec)
+        assert title in json.dumps(vega["content"]) and title in html
+        assert vega["type"] == "vega"
+        spec = json.dumps(vega["content"])
+        assert "rect" in spec  # the confusion template draws a heat map
+        rows = vega["content"]["data"]["values"]
+        assert len(rows) == test_count
+        assert {row["actual"] for row in rows} == {f"class_{c}" for c in range(3)}
+        assert f"mistakes_{method}.png" in html
+
+
+def test_report_compares_both_methods(tiny):
+    report = (tiny.project.root / "metrics" / "report.md").read_text()
+    assert "| bottleneck features (extract, then train_head) |" in report
+    assert "| frozen backbone (train_frozen) |" in report
+    assert "**Answer:**" in report
 
 
 def read_column(path, column):

@@ -8,7 +8,8 @@ from PIL import Image
 from keras_bottleneck.datasets import RawSplit, RawWriter
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.images import resize
-from keras_bottleneck.prepare import first_look, select, write_resized
+from keras_bottleneck.prepare import (first_images_of_each_class, first_look, hold_out, select,
+                                      write_resized)
 
 # 20 of class 0, 5 of class 1, 10 of class 2, interleaved as a real dataset would be.
 LABELS = np.array(([0] * 4 + [1] + [2] * 2) * 5)
@@ -73,17 +74,52 @@ def test_write_resized(tmp_path):
         np.testing.assert_array_equal(row, resize(images[index], 16))
 
 
-@pytest.mark.parametrize("count", [3, 8])
-def test_first_look_writes_a_png(tmp_path, count):
-    images = [np.full((32, 32, 3), 30 * i, np.uint8) for i in range(count)]
+def test_hold_out_draws_validation_out_of_the_chosen_train_images():
+    chosen = select(LABELS, 20, stratify=False, shuffle=False, seed=0)
+    train, validation = hold_out(LABELS, chosen, 5, stratify=False, seed=1)
+    assert len(train) == 15 and len(validation) == 5
+    assert sorted(np.concatenate([train, validation]).tolist()) == chosen.tolist()
+    assert validation.tolist() != chosen[:5].tolist()  # drawn at random...
+    again = hold_out(LABELS, chosen, 5, stratify=False, seed=1)[1]
+    assert validation.tolist() == again.tolist()  # ...with the seed
+
+
+def test_hold_out_stratified_takes_each_class_alike():
+    chosen = select(LABELS, 15, stratify=True, shuffle=False, seed=0)  # 5 of each class
+    train, validation = hold_out(LABELS, chosen, 6, stratify=True, seed=0)
+    assert np.bincount(LABELS[validation], minlength=3).tolist() == [2, 2, 2]
+    assert not set(train.tolist()) & set(validation.tolist())
+
+
+def test_hold_out_of_nothing_keeps_every_train_image():
+    chosen = np.arange(7)
+    train, validation = hold_out(LABELS, chosen, 0, stratify=True, seed=0)
+    assert train.tolist() == chosen.tolist() and len(validation) == 0
+
+
+def test_hold_out_of_every_train_image_is_refused():
+    with pytest.raises(PipelineError, match="prepare.validation_count 7 leaves no train images"):
+        hold_out(LABELS, np.arange(7), 7, stratify=False, seed=0)
+
+
+def test_first_images_of_each_class():
+    first = first_images_of_each_class(LABELS, 3)
+    assert list(first) == [0, 1, 2]
+    assert first[0].tolist() == [0, 1, 2] and first[1].tolist() == [4, 11, 18]
+
+
+def test_first_look_shows_every_class_in_its_own_row(tmp_path):
+    images = {label: [np.full((32, 32, 3), 60 * label + 20 * i, np.uint8) for i in range(count)]
+              for label, count in ((0, 4), (1, 2), (2, 3))}
     path = tmp_path / "first_images.png"
 
-    first_look(images, np.arange(count) % 2, ["cat", "dog"], path)
+    first_look(images, ["cat", "dog", "emu"], path, tile=96)
 
     with Image.open(path) as picture:
         assert picture.format == "PNG"
-        assert picture.size == (128 * count, 148)
-        strip = np.asarray(picture.convert("RGB"))
-    # Each tile shows its image below the caption row.
-    assert [int(strip[80, 128 * i + 64, 0]) for i in range(count)] == [30 * i for i in range(count)]
-    assert (strip[:20] < 128).any()  # the class names are written in black
+        assert picture.size == (120 + 96 * 4, 96 * 3 + 20)
+        sheet = np.asarray(picture.convert("RGB"))
+    for label, tiles in images.items():
+        for i, image in enumerate(tiles):  # each image in its class's row
+            assert sheet[label * 96 + 48, 120 + i * 96 + 48, 0] == image[0, 0, 0]
+    assert (sheet[40:56, :100] < 128).any()  # a class name is written in the first row

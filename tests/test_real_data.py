@@ -25,7 +25,8 @@ def test_both_methods_learn_cifar10_from_imagenet_mobilenet(tmp_path, env):
 
     ran = project.repro()
 
-    assert set(ran) == {"fetch", "preprocess", "extract", "train_head", "train_frozen"}
+    assert set(ran) == {"fetch", "preprocess", "extract", "train_head", "train_frozen", "export",
+                        "evaluate"}
     for split in ("train", "test"):
         labels = np.load(project.root / "data" / "prepared" / f"{split}_labels.npy")
         assert np.bincount(labels).tolist() == [100] * 10, split

@@ -1,12 +1,14 @@
 """Sharing the features through a DVC remote on a real S3 server (SeaweedFS on 127.0.0.1): a
 teammate who pulls them trains heads without ever running the backbone; a push that cannot
 reach its remote fails clearly and harms nothing."""
+import numpy as np
 import pytest
+from PIL import Image
 
 from _dvc_project import UP_TO_DATE, contents, snapshot
-from _ran_project import ran_project, ran_project_template  # noqa: F401 (fixtures)
+from _ran_project import IMAGES, ran_project, ran_project_template  # noqa: F401 (fixtures)
 from _s3 import closed_port, s3_client, s3_server  # noqa: F401 (fixture)
-from conftest import Project, ran_stages
+from conftest import COLORS, Project, make_image, ran_stages
 
 OUTPUTS = ["data", "models", "metrics"]
 REMOTE_CONFIG = """\
@@ -73,9 +75,22 @@ def test_a_pulled_clone_runs_no_stage_and_retrains_only_the_head(ran_project, s3
     assert snapshot(b.root / "data/features") == features  # not even rewritten: same mtimes
 
     b.set_params(**{"train_head.epochs": 2})
-    assert b.repro() == ["train_head"]
+    assert b.repro() == ["train_head", "export", "evaluate"]
     assert snapshot(b.root / "data/features") == features
     assert b.metrics("train_head")["epochs"] == 2
+
+    # B adds two photos: the backbone runs on those two only, the others' features come from
+    # the pulled ones.
+    for i, color in enumerate(COLORS[:2]):
+        Image.fromarray(make_image(np.random.default_rng(50 + i), color)).save(
+            b.root / IMAGES / "train" / f"class_{i}" / f"new_{i}.png")
+    b.dvc("add", IMAGES)
+    before = b.params()["prepare"]["train_count"]
+    b.set_params(**{"prepare.train_count": before + 2})
+    assert "extract" in b.repro()
+    extracted = b.metrics("extract")
+    assert extracted["backbone_images"] == 2
+    assert extracted["reused_images"] == extracted["images"] - 2 >= before
 
 
 @pytest.mark.parametrize("problem", ["unreachable endpoint", "missing bucket"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_bottleneck import backbones, params as params_file, training
-from keras_bottleneck.heads import frozen_model
+from keras_bottleneck.heads import feature_head_model, frozen_model
 from conftest import COLORS, make_image
 
 EPOCHS, CLASSES, SIZE = 2, 3, 64
@@ -73,7 +73,8 @@ def test_the_head_did_train(trained):
 def test_metrics_summary(trained):
     metrics = json.loads(trained["paths"]["metrics.json"].read_text())
     assert metrics == trained["metrics"]
-    assert 0 <= metrics["test_accuracy"] <= metrics["best_test_accuracy"] <= 1
+    assert metrics["val_split"] == "test"  # no validation split: the original's way
+    assert 0 <= metrics["test_accuracy"] <= metrics["best_val_accuracy"] <= 1
     assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] > 0
     assert 1 <= metrics["best_epoch"] <= EPOCHS and metrics["epochs"] == EPOCHS
     assert 0 < metrics["seconds_per_epoch"] <= metrics["train_seconds"]
@@ -85,10 +86,11 @@ def test_metrics_summary(trained):
 def test_history_has_one_row_per_epoch(trained):
     with open(trained["paths"]["history.csv"], newline="") as file:
         rows = list(csv.DictReader(file))
-    assert [int(row["epoch"]) for row in rows] == list(range(EPOCHS))
+    assert [int(row["epoch"]) for row in rows] == list(range(1, EPOCHS + 1))  # as best_epoch
     accuracy = [float(row["val_accuracy"]) for row in rows]
     assert round(accuracy[-1], 6) == trained["metrics"]["test_accuracy"]
-    assert round(max(accuracy), 6) == trained["metrics"]["best_test_accuracy"]
+    assert round(max(accuracy), 6) == trained["metrics"]["best_val_accuracy"]
+    assert accuracy[trained["metrics"]["best_epoch"] - 1] == max(accuracy)
     assert all(math.isfinite(float(row["val_loss"])) for row in rows)
 
 
@@ -104,6 +106,38 @@ def test_saved_model_reloads_and_predicts_the_same(trained):
 def test_outputs_leave_no_temporary_files(trained):
     assert sorted(p.name for p in trained["paths"]["frozen.keras"].parent.iterdir()) == sorted(
         trained["paths"])
+
+
+def test_with_a_validation_split_the_best_epoch_is_kept_and_test_scored_once(tmp_path):
+    """Features whose labels are noise: validation accuracy wanders from epoch to epoch, so
+    the best epoch is rarely the last one."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, count in (("train", 48), ("validation", 24), ("test", 24)):
+        np.save(tmp_path / f"{name}.npy", rng.normal(size=(count, 2, 2, 8)).astype(np.float32))
+        splits[name] = training.dataset(tmp_path / f"{name}.npy", rng.integers(0, 3, count), 8,
+                                        shuffle_seed=0 if name == "train" else None)
+    keras.utils.set_random_seed(0)
+    model = feature_head_model((2, 2, 8), DEFAULT_HEAD, 3)
+    paths = [tmp_path / name for name in ("head.keras", "metrics.json", "history.csv")]
+
+    metrics = training.train(model, splits["train"], splits["validation"], 8, 0.01, *paths,
+                             test_data=splits["test"])
+
+    with open(paths[2], newline="") as file:
+        accuracy = [float(row["val_accuracy"]) for row in csv.DictReader(file)]
+    best = int(np.argmax(accuracy))
+    assert metrics["val_split"] == "validation"
+    assert metrics["best_epoch"] == best + 1
+    assert metrics["best_val_accuracy"] == round(accuracy[best], 6)
+    saved = keras.models.load_model(paths[0])
+    saved.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # The saved model is the best epoch's, and the test figures are its own.
+    assert saved.evaluate(splits["validation"], verbose=0)[1] == pytest.approx(accuracy[best])
+    test_loss, test_accuracy = saved.evaluate(splits["test"], verbose=0)
+    assert metrics["test_accuracy"] == round(test_accuracy, 6)
+    assert metrics["test_loss"] == pytest.approx(test_loss, abs=1e-5)
+    assert metrics["peak_memory_mb"] > 100
 
 
 def batches_of(data, epochs):

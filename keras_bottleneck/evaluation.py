@@ -1,0 +1,130 @@
+"""Score trained models on the test split: per-class metrics, confusions, the most confident
+mistakes, and a side-by-side report of the methods."""
+import csv
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .atomic import atomic_path
+from .training import dataset
+
+# method -> (how the report names it, its training stage)
+METHODS = {
+    "train_head": "bottleneck features (extract, then train_head)",
+    "train_frozen": "frozen backbone (train_frozen)",
+}
+
+
+def predict(model, inputs_path, labels, batch_size, transform=None):
+    """Class probabilities for every row of `inputs_path`, read batch by batch, in order."""
+    batches = dataset(inputs_path, labels, batch_size, transform)
+    return np.concatenate([np.asarray(model.predict_on_batch(x)) for x, _ in batches]
+                          or [np.zeros((0, model.output_shape[-1]), np.float32)])
+
+
+def confusion_matrix(labels, predicted, num_classes):
+    """counts[true, predicted]."""
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (labels, predicted), 1)
+    return counts
+
+
+def class_metrics(labels, predicted, classes):
+    """Accuracy, macro-averaged precision, recall and F1, and each class's (a class never
+    predicted has precision 0; never present, recall 0: both pull the macro averages down)."""
+    counts = confusion_matrix(labels, predicted, len(classes))
+    hits = np.diag(counts).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.nan_to_num(hits / counts.sum(axis=0))
+        recall = np.nan_to_num(hits / counts.sum(axis=1))
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    return {
+        "accuracy": round(float(hits.sum() / max(len(labels), 1)), 6),
+        "macro_precision": round(float(precision.mean()), 6),
+        "macro_recall": round(float(recall.mean()), 6),
+        "macro_f1": round(float(f1.mean()), 6),
+        "per_class": {name: {"precision": round(float(p), 6), "recall": round(float(r), 6),
+                             "f1": round(float(f), 6), "support": int(n)}
+                      for name, p, r, f, n in zip(classes, precision, recall, f1,
+                                                  counts.sum(axis=1))},
+    }
+
+
+def write_confusions(labels, predicted, classes, path):
+    """One row per test image (actual, predicted class names): DVC's confusion template."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows((classes[a], classes[p]) for a, p in zip(labels, predicted))
+
+
+def most_confident_mistakes(labels, probabilities, count):
+    """Indices of the wrongly classified images, highest predicted probability first."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probabilities[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:count]
+
+
+def draw_mistakes(images, captions, path, tile=128, columns=4):
+    """A grid of images, each with its caption lines above it."""
+    rows = max(1, -(-len(images) // columns))
+    sheet = Image.new("RGB", (tile * columns, (tile + 28) * rows), "white")
+    draw = ImageDraw.Draw(sheet)
+    if not images:
+        draw.text((4, 4), "no mistakes on the test split", fill="black")
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        x, y = (i % columns) * tile, (i // columns) * (tile + 28)
+        draw.text((x + 2, y + 2), caption, fill="black")
+        sheet.paste(Image.fromarray(image).resize((tile, tile), Image.NEAREST), (x, y + 28))
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+
+
+def _megabytes(size):
+    return f"{size / 2**20:.1f} MiB"
+
+
+def report(evaluation, stage_metrics, extract_metrics, sizes):
+    """Markdown answering the original article's question for the data at hand."""
+    rows, summary = [], {}
+    for method, name in METHODS.items():
+        if method not in evaluation:
+            continue
+        trained = stage_metrics[method]
+        seconds = trained["train_seconds"]
+        peak = trained.get("peak_memory_mb", 0)
+        if method == "train_head":
+            time_text = (f"{extract_metrics['seconds'] + seconds:.0f} s (extract "
+                         f"{extract_metrics['seconds']:.0f} s once + {seconds:.0f} s)")
+            seconds += extract_metrics["seconds"]
+            peak = max(peak, extract_metrics.get("peak_memory_mb", 0))
+            disk = (f"{_megabytes(sizes['features'] + sizes['train_head'])} (features "
+                    f"{_megabytes(sizes['features'])} + head {_megabytes(sizes['train_head'])})")
+        else:
+            time_text = f"{seconds:.0f} s"
+            disk = f"{_megabytes(sizes[method])} (model with backbone)"
+        summary[method] = (evaluation[method]["accuracy"], seconds)
+        rows.append(f"| {name} | {evaluation[method]['accuracy']:.3f} | "
+                    f"{evaluation[method]['macro_f1']:.3f} | {time_text} | {peak:.0f} MiB | "
+                    f"{disk} |")
+    lines = ["# Bottleneck features or a frozen backbone, on this data", "",
+             "| method | test accuracy | macro F1 | time to train | peak memory | disk |",
+             "| --- | --- | --- | --- | --- | --- |", *rows, ""]
+    if len(summary) == 2:
+        (head_accuracy, head_seconds), (frozen_accuracy, frozen_seconds) = summary.values()
+        more = "bottleneck features" if head_accuracy >= frozen_accuracy else "the frozen backbone"
+        ratio = head_seconds / max(frozen_seconds, 1e-9)
+        speed = (f"{1 / ratio:.1f}x faster" if ratio < 1 else f"{ratio:.1f}x slower")
+        lines.append(f"**Answer:** {more} is the more accurate here (test accuracy "
+                     f"{abs(head_accuracy - frozen_accuracy):.3f} apart), and bottleneck "
+                     f"features are {speed} to train than the frozen backbone, extraction "
+                     "included.")
+    split = stage_metrics["train_head"]["val_split"]
+    lines += ["", ("The epoch of each model was chosen on the validation split; the test split "
+                   "was scored once, on the saved model." if split == "validation" else
+                   "No validation split (prepare.validation_count is 0, the original's way): each "
+                   "model is its last epoch, and the per-epoch curves are test-split scores, so a "
+                   "'best epoch' read off them overstates accuracy. Set "
+                   "prepare.validation_count to choose the epoch honestly."), ""]
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Stage evaluate: both methods on the test split: per-class metrics, confusion matrices, their
+most confident mistakes, and a report comparing them (metrics/report.md)."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from keras_bottleneck import backbones, evaluation, params as params_file  # noqa: E402
+from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
+from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
+from keras_bottleneck.errors import run_stage  # noqa: E402
+from keras_bottleneck.npy_stream import NpyRows  # noqa: E402
+
+PREPARED, FEATURES, MODELS, METRICS = (Path("data/prepared"), Path("data/features"),
+                                       Path("models"), Path("metrics"))
+
+
+def main():
+    params = params_file.load()
+    import keras
+    import tensorflow as tf
+    classes = read_classes(FEATURES)
+    batch_size = params["train"]["batch_size"]
+    inputs = {"train_head": (MODELS / "head.keras", split_inputs(FEATURES, "features")["test"],
+                             lambda x: tf.cast(x, tf.float32)),
+              "train_frozen": (MODELS / "frozen.keras", split_inputs(PREPARED, "images")["test"],
+                               backbones.preprocess_tensor_function(params["backbone"]["name"]))}
+    test_images = NpyRows(PREPARED / "test_images.npy")
+    results = {}
+    for method, (model_path, (path, labels), transform) in inputs.items():
+        model = keras.models.load_model(model_path)
+        probabilities = evaluation.predict(model, path, labels, batch_size, transform)
+        predicted = probabilities.argmax(axis=1)
+        results[method] = evaluation.class_metrics(labels, predicted, classes)
+        evaluation.write_confusions(labels, predicted, classes,
+                                    METRICS / f"confusion_{method}.csv")
+        wrong = evaluation.most_confident_mistakes(labels, probabilities,
+                                                   params["evaluate"]["mistakes"])
+        evaluation.draw_mistakes(
+            list(test_images.read(wrong)),
+            [f"true {classes[labels[i]]}\npredicted {classes[predicted[i]]} "
+             f"{probabilities[i, predicted[i]]:.2f}" for i in wrong],
+            METRICS / f"mistakes_{method}.png")
+    write_json(METRICS / "evaluate.json", results)
+    stage_metrics = {method: json.loads((METRICS / f"{method}.json").read_text())
+                     for method in inputs}
+    sizes = {"features": sum(p.stat().st_size for p in FEATURES.glob("*_features.npy")),
+             **{method: model_path.stat().st_size for method, (model_path, *_) in inputs.items()}}
+    text = evaluation.report(results, stage_metrics,
+                             json.loads((METRICS / "extract.json").read_text()), sizes)
+    with atomic_path(METRICS / "report.md") as tmp:
+        tmp.write_text(text)
+    print("evaluate: " + ", ".join(f"{method} accuracy {result['accuracy']:.3f} macro F1 "
+                                   f"{result['macro_f1']:.3f}" for method, result in results.items())
+          + f" -> {METRICS}/report.md")
+
+
+if __name__ == "__main__":
+    run_stage(main)

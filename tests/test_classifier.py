@@ -1,0 +1,111 @@
+"""The exported classifier (stage export): the predictions behind train_head's recorded test
+accuracy, loadable without this project's code, and served the same as a SavedModel."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from _ran_project import IMAGES, ran_project_template  # noqa: F401 - a fixture
+from keras_bottleneck import classifier
+from keras_bottleneck.errors import PipelineError
+
+
+@pytest.fixture(scope="module")
+def exported(ran_project_template, tmp_path_factory):  # noqa: F811
+    """The ran project, and `predict` run on its test split's source image files."""
+    project = ran_project_template
+    output = tmp_path_factory.mktemp("predict") / "predictions.csv"
+    result = project.run("python", "-m", "keras_bottleneck.predict", f"{IMAGES}/test",
+                         "--output", output)
+    with open(output, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return project, rows, result
+
+
+def test_predict_gives_the_predictions_behind_train_heads_test_accuracy(exported):
+    project, rows, _ = exported
+    root = project.root
+    classes = json.loads((root / "models" / "classes.json").read_text())
+    features = np.load(root / "data" / "features" / "test_features.npy")
+    labels = np.load(root / "data" / "features" / "test_labels.npy")
+    assert features.dtype == np.float16  # the default storage: the classifier must round alike
+    head = keras.models.load_model(root / "models" / "head.keras")
+    probabilities = head.predict(features.astype(np.float32), verbose=0)
+
+    # predict read the source files in the dataset's order: the same images, one row each.
+    assert [Path(row["file"]).relative_to(IMAGES).as_posix() for row in rows] == \
+        json.loads((root / "data" / "raw" / "test_names.json").read_text())
+    assert [row["predicted"] for row in rows] == [classes[i] for i in probabilities.argmax(1)]
+    np.testing.assert_allclose([float(row["probability"]) for row in rows],
+                               probabilities.max(axis=1), atol=1e-4)
+    accuracy = np.mean([row["predicted"] == classes[label] for row, label in zip(rows, labels)])
+    assert round(accuracy, 6) == project.metrics("train_head")["test_accuracy"]
+    assert len(set(row["predicted"] for row in rows)) > 1  # the check means something
+
+
+def test_predict_prints_a_short_table(exported):
+    _, rows, result = exported
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[-1] == rows[0]["file"]
+    assert lines[-1].startswith(f"{len(rows)} images -> ")
+
+
+FRESH_PROCESS = """
+import importlib.util, sys
+import keras, numpy as np
+assert importlib.util.find_spec("keras_bottleneck") is None, "the project is on the path"
+model = keras.models.load_model(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+"""
+
+
+def test_the_exported_model_loads_without_this_project(exported, tmp_path):
+    project, _, _ = exported
+    model_path = project.root / "models" / "classifier.keras"
+    images = np.load(project.root / "data" / "prepared" / "test_images.npy")
+    np.save(tmp_path / "images.npy", images)
+    env = {key: value for key, value in project.env.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, model_path,
+                             tmp_path / "images.npy", tmp_path / "out.npy"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    model, classes = classifier.load(model_path)
+    expected = model.predict(images, verbose=0)
+    fresh = np.load(tmp_path / "out.npy")
+    assert fresh.shape == (len(images), len(classes))
+    np.testing.assert_allclose(fresh, expected, rtol=1e-6, atol=1e-7)
+    assert (fresh.argmax(1) == expected.argmax(1)).all()
+
+
+def test_the_saved_model_serves_the_same_probabilities(exported):
+    import tensorflow as tf
+    project, _, _ = exported
+    images = np.load(project.root / "data" / "prepared" / "test_images.npy")
+    served = tf.saved_model.load(str(project.root / "models" / "classifier_savedmodel"))
+    expected = keras.models.load_model(project.root / "models" / "classifier.keras").predict(
+        images, verbose=0)
+    np.testing.assert_allclose(np.asarray(served.serve(tf.constant(images))), expected,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_load_refuses_what_is_not_a_classifier(tmp_path):
+    with pytest.raises(PipelineError, match="does not exist: run `dvc repro export`"):
+        classifier.load(tmp_path / "classifier.keras")
+    (tmp_path / "classifier.keras").write_text("not a model")
+    with pytest.raises(PipelineError, match="is not a Keras model") as caught:
+        classifier.load(tmp_path / "classifier.keras")
+    assert "\n" not in str(caught.value)
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    other.save(tmp_path / "other.keras")
+    (tmp_path / "classes.json").write_text('["a", "b"]')
+    with pytest.raises(PipelineError, match="is not an exported classifier"):
+        classifier.load(tmp_path / "other.keras")
+    (tmp_path / "classes.json").unlink()
+    with pytest.raises(PipelineError, match="classes.json is missing"):
+        classifier.load(tmp_path / "other.keras")
