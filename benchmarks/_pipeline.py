@@ -32,7 +32,9 @@ def held_out_count(train_count):
 
 
 def environment():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # dvc.yaml's `python stages/...` must find this interpreter (a venv not activated, say).
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PATH=path)
     for role in ("AUTHOR", "COMMITTER"):  # git commits in the temporary project
         env.setdefault(f"GIT_{role}_NAME", "benchmark")
         env.setdefault(f"GIT_{role}_EMAIL", "benchmark@example.com")
@@ -59,7 +61,8 @@ def write_prepared(directory, train_count, img_size, chunk=256):
     """A data/prepared/ of random images, written in chunks: 8000 images at 139 px are 460 MB
     that this process does not need to hold."""
     directory.mkdir(parents=True)
-    for split, count in (("train", train_count), ("test", held_out_count(train_count))):
+    counts = {"train": train_count, "validation": 0, "test": held_out_count(train_count)}
+    for split, count in counts.items():
         with NpyWriter(directory / f"{split}_images.npy", (count, img_size, img_size, 3),
                        np.uint8) as writer:
             for start in range(0, count, chunk):

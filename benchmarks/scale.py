@@ -58,6 +58,9 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the train_head timing")
     parser.add_argument("--photos", type=int, default=200, help="photos in the photo folder")
     parser.add_argument("--photo-size", default="4000x3000", help="WIDTHxHEIGHT of the photos")
+    parser.add_argument("--skip-8n", action="store_true",
+                        help="run the stages on N images only: no memory ratios, the rest in a "
+                             "fraction of the time")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args()
 
@@ -72,12 +75,16 @@ def measure_stages(args, workdir):
     """Peak memory and seconds of every stage on N and 8N images; the N project is kept for
     the train_head timing."""
     runs, projects = {}, {}
-    for count in (args.images, 8 * args.images):
+    counts = (args.images,) if args.skip_8n else (args.images, 8 * args.images)
+    for count in counts:
         _pipeline.progress(f"every stage on {count} + {_pipeline.held_out_count(count)} images")
         project = _pipeline.DvcProject(workdir / f"stages-{count}", count, settings(args))
         runs[count] = {stage: _pipeline.run_with_peak(project.root, stage) for stage in STAGES}
         projects[count] = project
-    small, large = (runs[count] for count in (args.images, 8 * args.images))
+    if args.skip_8n:
+        return projects[args.images], {"images": [args.images], "peak_rss_bytes": {
+            stage: [runs[args.images][stage]["peak_rss_bytes"]] for stage in STAGES}}
+    small, large = (runs[count] for count in counts)
     return projects[args.images], {
         "images": [args.images, 8 * args.images],
         "peak_rss_bytes": {stage: [small[stage]["peak_rss_bytes"], large[stage]["peak_rss_bytes"]]
@@ -193,9 +200,14 @@ def print_table(figures):
           f"({conditions['cpu']}), load average {conditions['load_average_start']} -> "
           f"{conditions['load_average_end']}")
     memory = figures["memory"]
-    small, large = memory["images"]
-    print(f"\nPeak resident memory by stage, {small} vs {large} train images (+10% test):")
-    for stage in STAGES:
+    if len(memory["images"]) == 1:
+        print(f"\nPeak resident memory by stage, {memory['images'][0]} train images: " +
+              ", ".join(f"{stage} {peaks[0] / 2**20:.0f} MiB"
+                        for stage, peaks in memory["peak_rss_bytes"].items()))
+    else:
+        print(f"\nPeak resident memory by stage, {memory['images'][0]} vs {memory['images'][1]} "
+              "train images (+10% test):")
+    for stage in STAGES if len(memory["images"]) == 2 else ():
         peaks = memory["peak_rss_bytes"][stage]
         seconds = memory["seconds"][stage]
         print(f"  {stage:14} {peaks[0] / 2**20:7.0f} MiB {peaks[1] / 2**20:7.0f} MiB  "

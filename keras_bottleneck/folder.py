@@ -205,8 +205,7 @@ def fetch_folder(path, directory):
                 yield data, tree.shown(file)
 
         writer = RawWriter(directory, split)
-        # Chunks of 4: each photo read ahead waits in memory (12 megapixels: 5 MB or so).
-        for failure in ordered_map(check_decodes, stream(), chunk_size=4):
+        for failure in ordered_map(check_decodes, stream()):
             file, data = pending.popleft()
             writer.add(str(file), labels[file], data)
             if failure:

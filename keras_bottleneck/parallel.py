@@ -9,7 +9,6 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from itertools import islice
 
 
 def cores():
@@ -21,15 +20,29 @@ def _apply(function, chunk):
     return [function(*item) for item in chunk]
 
 
-def ordered_map(function, items, chunk_size=8, processes=None):
+def _chunks(items, chunk_size, chunk_bytes):
+    """Lists of up to `chunk_size` items, closed early once the bytes objects in them reach
+    `chunk_bytes`: many small images share a task (a task costs milliseconds), few big ones."""
+    chunk, size = [], 0
+    for item in items:
+        chunk.append(item)
+        size += sum(len(part) for part in item if isinstance(part, bytes))
+        if len(chunk) == chunk_size or size >= chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def ordered_map(function, items, chunk_size=64, chunk_bytes=8 << 20, processes=None):
     """Yield function(*item) for each tuple in `items`, in order. `function` must be a
     module-level function (it is sent to worker processes). On one core, runs in this process."""
     processes = processes or cores()
-    items = iter(items)
     if processes <= 1:
         for item in items:
             yield function(*item)
         return
+    chunks = _chunks(items, chunk_size, chunk_bytes)
     # Workers start as fresh interpreters: a forked one would share (and count, in its resident
     # memory) every page of its parent, whose index grows with the dataset, and forking a process
     # whose TensorFlow threads hold locks (predict) can deadlock the child.
@@ -37,7 +50,7 @@ def ordered_map(function, items, chunk_size=8, processes=None):
         pending = deque()
         try:
             while True:
-                while len(pending) < 2 * processes and (chunk := list(islice(items, chunk_size))):
+                while len(pending) < 2 * processes and (chunk := next(chunks, None)):
                     pending.append(pool.submit(_apply, function, chunk))
                 if not pending:
                     return

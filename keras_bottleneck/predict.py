@@ -141,8 +141,7 @@ def classify(model, classes, sources, output, top_k, batch_size, progress=None):
     with atomic_path(output) as tmp, open(tmp, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["file", "predicted", "probability", f"top_{top_k}"])
-        decoded = ordered_map(_decoded, ((name, source, img_size) for name, source in sources),
-                              chunk_size=4)
+        decoded = ordered_map(_decoded, ((name, source, img_size) for name, source in sources))
         for name, image, failure in decoded:
             if progress is not None:
                 progress.update(1)

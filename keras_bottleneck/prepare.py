@@ -51,7 +51,7 @@ def write_resized(raw, indices, img_size, path):
     (N, img_size, img_size, 3) uint8 .npy, holding a few images at a time."""
     located = (raw.locate(index) + (img_size,) for index in indices)
     with NpyWriter(path, (len(indices), img_size, img_size, 3), np.uint8) as writer:
-        for image in ordered_map(_decode_resized, located, chunk_size=16):
+        for image in ordered_map(_decode_resized, located):
             writer.write(image[None])
 
 

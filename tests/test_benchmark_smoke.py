@@ -62,28 +62,33 @@ SCALE_STAGES = ["fetch", "preprocess", "extract", "train_head", "train_frozen"]
 def test_scale_benchmark_prints_and_writes_every_figure(tmp_path):
     # VGG16's 2x2 feature map at 64 px fits the default head.
     figures, table = run_benchmark(
-        tmp_path, "scale.py", "--images", "8", "--img-size", "64", "--backbone", "vgg16",
-        "--photos", "4", "--photo-size", "640x480", "--timing-epochs", "2", "--rounds", "1")
+        tmp_path, "scale.py", "--images", "4", "--img-size", "64", "--backbone", "vgg16",
+        "--photos", "4", "--photo-size", "320x240", "--timing-epochs", "2", "--rounds", "1",
+        "--skip-8n")  # the 8N runs are the same code on more images: a minute more here
     assert "Peak resident memory by stage" in table
 
     memory = figures["memory"]
-    assert memory["images"] == [8, 64]
+    assert memory["images"] == [4]
     assert list(memory["peak_rss_bytes"]) == SCALE_STAGES
-    for stage, (small, large) in memory["peak_rss_bytes"].items():
-        assert small > 20 * 2**20 and large > 20 * 2**20, stage  # real processes
+    for stage, (peak,) in memory["peak_rss_bytes"].items():
+        assert peak > 20 * 2**20, stage  # real processes
     assert memory["peak_rss_bytes"]["extract"][0] > 100 * 2**20  # TensorFlow loaded
     epoch = figures["train_head_epoch"]
-    assert epoch["images"] == 8 and all(s > 0 for s in epoch["seconds_per_epoch"].values())
+    assert epoch["images"] == 4 and all(s > 0 for s in epoch["seconds_per_epoch"].values())
 
     photos = figures["photos"]
-    assert photos["photos"] == 4 and photos["size"] == [640, 480]
+    assert photos["photos"] == 4 and photos["size"] == [320, 240]
     assert photos["folder_bytes"] <= photos["raw_bytes"] < 1.05 * photos["folder_bytes"]
     if cores() > 1:  # decoding ran in worker processes, counted in the peaks
         for stage in ("fetch", "preprocess"):
             assert photos[stage]["with_workers_peak_rss_bytes"] > \
                 photos[stage]["main_process_peak_rss_bytes"]
     assert 0 <= photos["reduced_decode_mean_abs_difference"]["mean"] < 2
-    assert all(check["met"] in (True, False) for check in figures["targets"].values())
+    memory_targets = {name for name in figures["targets"] if name.startswith("memory_8n")}
+    assert len(memory_targets) == len(SCALE_STAGES)
+    assert all(figures["targets"][name]["met"] is None for name in memory_targets)
+    assert all(check["met"] in (True, False) for name, check in figures["targets"].items()
+               if name not in memory_targets)
 
 
 def test_incremental_benchmark_prints_and_writes_every_figure(tmp_path):
