@@ -12,6 +12,7 @@ from .training import dataset
 METHODS = {
     "train_head": "bottleneck features (extract, then train_head)",
     "train_frozen": "frozen backbone (train_frozen)",
+    "finetune": "fine-tuned (train_head's head, then finetune)",
 }
 
 
@@ -94,15 +95,22 @@ def report(evaluation, stage_metrics, extract_metrics, sizes):
         trained = stage_metrics[method]
         seconds = trained["train_seconds"]
         peak = trained.get("peak_memory_mb", 0)
-        if method == "train_head":
-            time_text = (f"{extract_metrics['seconds'] + seconds:.0f} s (extract "
-                         f"{extract_metrics['seconds']:.0f} s once + {seconds:.0f} s)")
-            seconds += extract_metrics["seconds"]
+        if method in ("train_head", "finetune"):
+            # finetune starts from train_head's head: its time includes what that one cost.
+            before = extract_metrics["seconds"] + (
+                stage_metrics["train_head"]["train_seconds"] if method == "finetune" else 0)
+            time_text = (f"{before + seconds:.0f} s ({before:.0f} s before + {seconds:.0f} s)"
+                         if method == "finetune" else
+                         f"{before + seconds:.0f} s (extract {before:.0f} s once + "
+                         f"{seconds:.0f} s)")
+            seconds += before
             peak = max(peak, extract_metrics.get("peak_memory_mb", 0))
+        else:
+            time_text = f"{seconds:.0f} s"
+        if method == "train_head":
             disk = (f"{_megabytes(sizes['features'] + sizes['train_head'])} (features "
                     f"{_megabytes(sizes['features'])} + head {_megabytes(sizes['train_head'])})")
         else:
-            time_text = f"{seconds:.0f} s"
             disk = f"{_megabytes(sizes[method])} (model with backbone)"
         summary[method] = (evaluation[method]["accuracy"], seconds)
         rows.append(f"| {name} | {evaluation[method]['accuracy']:.3f} | "
@@ -111,8 +119,9 @@ def report(evaluation, stage_metrics, extract_metrics, sizes):
     lines = ["# Bottleneck features or a frozen backbone, on this data", "",
              "| method | test accuracy | macro F1 | time to train | peak memory | disk |",
              "| --- | --- | --- | --- | --- | --- |", *rows, ""]
-    if len(summary) == 2:
-        (head_accuracy, head_seconds), (frozen_accuracy, frozen_seconds) = summary.values()
+    if "train_head" in summary and "train_frozen" in summary:
+        (head_accuracy, head_seconds), (frozen_accuracy, frozen_seconds) = (
+            summary["train_head"], summary["train_frozen"])
         more = "bottleneck features" if head_accuracy >= frozen_accuracy else "the frozen backbone"
         ratio = head_seconds / max(frozen_seconds, 1e-9)
         speed = (f"{1 / ratio:.1f}x faster" if ratio < 1 else f"{ratio:.1f}x slower")
@@ -120,6 +129,9 @@ def report(evaluation, stage_metrics, extract_metrics, sizes):
                      f"{abs(head_accuracy - frozen_accuracy):.3f} apart), and bottleneck "
                      f"features are {speed} to train than the frozen backbone, extraction "
                      "included.")
+    if len(summary) > 2:
+        best = max(summary, key=lambda method: summary[method][0])
+        lines.append(f"**Most accurate:** {METHODS[best]}, {summary[best][0]:.3f}.")
     split = stage_metrics["train_head"]["val_split"]
     lines += ["", ("The epoch of each model was chosen on the validation split; the test split "
                    "was scored once, on the saved model." if split == "validation" else

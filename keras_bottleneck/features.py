@@ -3,6 +3,7 @@ import queue
 import threading
 import weakref
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 
@@ -68,27 +69,28 @@ def _padded(batch, batch_size):
 
 
 def _computed_rows(model, preprocess, rows, indices, batch_size):
-    """The features of rows `indices` of NpyRows `rows`, one row at a time, computed in full
+    """The features of rows `indices` of `rows` (NpyRows or alike), one row at a time, computed in full
     batches (the last one padded): every batch has the same shape, so a row's features do not
     depend on which rows share its batch, and reusing rows computed in another run is exact."""
     forward = compiled_forward(model)
 
     def to_input(chosen):
-        return len(chosen), np.asarray(preprocess(_padded(rows.read(chosen), batch_size)),
-                                       dtype=np.float32)
+        images = _padded(np.asarray(rows.read(chosen)), batch_size)
+        return len(chosen), np.asarray(preprocess(images), dtype=np.float32)
     batches = (indices[start:start + batch_size] for start in range(0, len(indices), batch_size))
     with closing(_prefetched(batches, to_input)) as ready:
         for count, batch in ready:
             yield from np.asarray(forward(batch))[:count]
 
 
-def extract(model, preprocess, images_path, features_path, batch_size, dtype, progress=None,
+def extract(model, preprocess, images, features_path, batch_size, dtype, progress=None,
             previous=None, keys=None):
-    """Write model(preprocess(image)) for every image of `images_path` to `features_path`,
-    holding only a few batches in memory whatever the number of images. With `previous` (an
+    """Write model(preprocess(image)) for every image of `images` (a .npy path, or rows to read
+    by index: NpyRows, augment.CachedViews) to `features_path`, holding only a few batches in
+    memory whatever the number of images. With `previous` (an
     incremental.Previous) and the images' `keys`, rows it holds are copied instead of computed.
     Returns the features' shape and how many images went through the backbone."""
-    rows = NpyRows(images_path)
+    rows = NpyRows(images) if isinstance(images, (str, Path)) else images
     shape = (len(rows),) + tuple(model.output_shape[1:])
     found = previous.find(keys) if previous is not None else [None] * len(rows)
     missing = [index for index, location in enumerate(found) if location is None]

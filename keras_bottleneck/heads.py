@@ -5,11 +5,15 @@ def head_layers(head, num_classes):
     """Layers of the head, the original's by default:
     Conv2D(100, 2) -> Dropout(0.4) -> GlobalAveragePooling2D -> Dropout(0.3)
     [-> Dense(units, relu) -> Dropout(0.3) for each hidden unit count] -> Dense(classes, softmax).
-    """
+    With filters 0 there is no Conv2D (nor its dropout): the features are pooled first, and
+    without hidden units the head is a linear classifier on them, which overfits far less on
+    small data (see README, "Augmentation and fine-tuning")."""
     import keras
     layers = [
         keras.layers.Conv2D(head["filters"], head["kernel_size"], name="head_conv"),
         keras.layers.Dropout(head["conv_dropout"]),
+    ] if head["filters"] else []
+    layers += [
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dropout(head["dropout"]),
     ]
@@ -31,7 +35,7 @@ def check_fits(feature_shape, head):
     """The head's Conv2D needs a feature map at least kernel_size on each side."""
     from .errors import PipelineError
     side = min(feature_shape[:2])
-    if side < head["kernel_size"]:
+    if head["filters"] and side < head["kernel_size"]:
         raise PipelineError(
             f"the backbone's feature map is {feature_shape[0]}x{feature_shape[1]}, smaller than "
             f"head.kernel_size {head['kernel_size']}: raise prepare.img_size or lower "

@@ -25,6 +25,14 @@ def _fraction(value):
     return _number(value) and 0 <= value < 1
 
 
+def _area(value):
+    return _number(value) and 0 < value <= 1
+
+
+def _aspect(value):
+    return _number(value) and value >= 1
+
+
 def _positive_number(value):
     return _number(value) and value > 0
 
@@ -52,6 +60,8 @@ _positive_int.__doc__ = "a whole number above 0"
 _non_negative_int.__doc__ = "a whole number, 0 or more"
 _fraction.__doc__ = "a number from 0 up to (not including) 1"
 _positive_number.__doc__ = "a number above 0"
+_area.__doc__ = "a fraction of the image's area above 0, at most 1"
+_aspect.__doc__ = "a ratio of 1 (square crops only) or more"
 _bool.__doc__ = "true or false"
 _text.__doc__ = "a non-empty string"
 _units.__doc__ = "a list of whole numbers above 0, e.g. [256]"
@@ -79,9 +89,16 @@ SCHEMA = {
     "extract": {
         "batch_size": (16, _positive_int),
         "dtype": ("float16", _one_of("float16", "float32")),
+        "augment_copies": (0, _non_negative_int),
+    },
+    "augment": {
+        "seed": (0, _non_negative_int),
+        "flip": (True, _bool),
+        "crop_min_area": (0.35, _area),
+        "crop_max_aspect": (1.33, _aspect),
     },
     "head": {
-        "filters": (100, _positive_int),
+        "filters": (100, _non_negative_int),
         "kernel_size": (2, _positive_int),
         "conv_dropout": (0.4, _fraction),
         "dropout": (0.3, _fraction),
@@ -95,6 +112,12 @@ SCHEMA = {
     },
     "train_head": {"epochs": (9, _positive_int)},
     "train_frozen": {"epochs": (9, _positive_int)},
+    "finetune": {
+        "unfreeze": (3, _positive_int),
+        "learning_rate": (1e-5, _positive_number),
+        "epochs": (2, _positive_int),
+    },
+    "export": {"model": ("head", _one_of("head", "finetune"))},
     "evaluate": {"mistakes": (16, _positive_int)},
 }
 

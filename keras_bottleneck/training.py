@@ -8,6 +8,10 @@ from .atomic import atomic_path, write_json
 from .npy_stream import NpyRows
 from .resources import peak_memory_mb
 
+# Bytes of rows read per Python call by `dataset`: large enough that the calls cost little
+# next to the training step, small enough to keep memory flat.
+BLOCK_BYTES = 16 * 2**20
+
 
 def seed_everything(seed, deterministic):
     """Same seed, same weights and shuffles; `deterministic` also pins op algorithms so that
@@ -19,12 +23,16 @@ def seed_everything(seed, deterministic):
         tf.config.experimental.enable_op_determinism()
 
 
-def dataset(inputs_path, labels, batch_size, transform=None, shuffle_seed=None):
+def dataset(inputs_path, labels, batch_size, transform=None, shuffle_seed=None, sampler=None):
     """A batched tf.data pipeline over the rows of a .npy file, read from disk batch by batch;
     `transform` (e.g. preprocess_input) runs per batch. With `shuffle_seed` the order changes
     every epoch: the same permutations as shuffling the arrays in memory
     (Dataset.from_tensor_slices(...).shuffle(len, seed)), since they depend only on the seed
-    and the length, so the metrics are those of the in-memory way."""
+    and the length, so the metrics are those of the in-memory way. With a `sampler`
+    (augment.RandomView, augment.OnTheFly), a batch is sampler.combine(*sampler.read(rows,
+    draws)) instead of the rows themselves, `draws` being one random number per row, new every
+    epoch and the same every run (seeded with `shuffle_seed`); read runs in numpy, combine in
+    the TensorFlow graph."""
     import tensorflow as tf
     rows, labels = NpyRows(inputs_path), np.asarray(labels)
     if len(rows) != len(labels):
@@ -32,17 +40,30 @@ def dataset(inputs_path, labels, batch_size, transform=None, shuffle_seed=None):
     indices = tf.data.Dataset.range(len(labels))
     if shuffle_seed is not None:
         indices = indices.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    # Rows are read a block of whole batches at a time, then cut back into the same batches:
+    # one Python call per block instead of per batch, which competed with the training step.
+    row_bytes = max(1, rows.nbytes // max(1, len(rows)))
+    block = batch_size * max(1, BLOCK_BYTES // (row_bytes * batch_size))
+    if sampler is None:
+        def read(batch):
+            return rows.read(batch), labels[batch]
+        blocks, outputs = indices.batch(block), [(rows.dtype, rows.shape[1:])]
+    else:
+        def read(batch, draws):
+            return (*sampler.read(batch, draws.view(np.uint64)), labels[batch])
+        draws = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True)
+        blocks, outputs = tf.data.Dataset.zip(indices, draws).batch(block), sampler.outputs
 
-    def read(batch):
-        return rows.read(batch), labels[batch]
-
-    def load(batch):
-        inputs, batch_labels = tf.numpy_function(read, [batch], [rows.dtype, labels.dtype],
-                                                 stateful=False)
-        inputs.set_shape((None,) + tuple(rows.shape[1:]))
+    def load(*batch):
+        *inputs, batch_labels = tf.numpy_function(
+            read, list(batch), [dtype for dtype, _ in outputs] + [labels.dtype], stateful=False)
+        for tensor, (_, shape) in zip(inputs, outputs):
+            tensor.set_shape((None,) + tuple(shape))
         batch_labels.set_shape((None,))
-        return inputs, batch_labels
-    data = indices.batch(batch_size).map(load)
+        return (inputs[0] if sampler is None else sampler.combine(*inputs)), batch_labels
+    # rebatch forgets the number of batches, and Keras warns at each first epoch without it.
+    data = blocks.map(load).rebatch(batch_size).apply(
+        tf.data.experimental.assert_cardinality(-(-len(labels) // batch_size)))
     if transform is not None:
         data = data.map(lambda x, y: (transform(x), y))
     return data.prefetch(2)
@@ -135,19 +156,22 @@ def train(model, train_data, val_data, epochs, learning_rate, model_path, metric
     return metrics
 
 
-def run_training_stage(stage, model, splits, transform, params, model_path):
-    """Train as stage `stage` (train_head or train_frozen) on {split: (.npy path, labels)} and
-    write models/..., metrics/<stage>.json and metrics/<stage>_history.csv. The validation
-    split, when there is one, picks the epoch; otherwise the test split plays its part."""
+def run_training_stage(stage, model, splits, transform, params, model_path, sampler=None):
+    """Train as stage `stage` (train_head, train_frozen or finetune) on {split: (.npy path,
+    labels)} and write models/..., metrics/<stage>.json and metrics/<stage>_history.csv, with
+    the learning rate of params[stage] if it has one, else train's. The validation split, when
+    there is one, picks the epoch; otherwise the test split plays its part. A `sampler` (see
+    `dataset`) reads the train split."""
     settings = params["train"]
     batch_size = settings["batch_size"]
-    train_data = dataset(*splits["train"], batch_size, transform, settings["seed"])
+    train_data = dataset(*splits["train"], batch_size, transform, settings["seed"], sampler)
     test_data = dataset(*splits["test"], batch_size, transform)
     held_out = len(splits["validation"][1]) > 0
     val_data = dataset(*splits["validation"], batch_size, transform) if held_out else test_data
-    metrics = train(model, train_data, val_data, params[stage]["epochs"],
-                    settings["learning_rate"], model_path, f"metrics/{stage}.json",
-                    f"metrics/{stage}_history.csv", test_data if held_out else None)
+    learning_rate = params[stage].get("learning_rate", settings["learning_rate"])
+    metrics = train(model, train_data, val_data, params[stage]["epochs"], learning_rate,
+                    model_path, f"metrics/{stage}.json", f"metrics/{stage}_history.csv",
+                    test_data if held_out else None)
     chosen = (f"epoch {metrics['best_epoch']} chosen on validation" if held_out else
               f"best on test {metrics['best_val_accuracy']:.3f} at epoch {metrics['best_epoch']}")
     print(f"{stage}: test accuracy {metrics['test_accuracy']:.3f} ({chosen})")

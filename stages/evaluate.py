@@ -1,4 +1,4 @@
-"""Stage evaluate: both methods on the test split: per-class metrics, confusion matrices, their
+"""Stage evaluate: the three methods on the test split: per-class metrics, confusion matrices, their
 most confident mistakes, and a report comparing them (metrics/report.md)."""
 import json
 import sys
@@ -25,7 +25,9 @@ def main():
     inputs = {"train_head": (MODELS / "head.keras", split_inputs(FEATURES, "features")["test"],
                              lambda x: tf.cast(x, tf.float32)),
               "train_frozen": (MODELS / "frozen.keras", split_inputs(PREPARED, "images")["test"],
-                               backbones.preprocess_tensor_function(params["backbone"]["name"]))}
+                               backbones.preprocess_tensor_function(params["backbone"]["name"])),
+              "finetune": (MODELS / "finetuned.keras", split_inputs(PREPARED, "images")["test"],
+                           backbones.preprocess_tensor_function(params["backbone"]["name"]))}
     test_images = NpyRows(PREPARED / "test_images.npy")
     results = {}
     for method, (model_path, (path, labels), transform) in inputs.items():

@@ -9,12 +9,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from keras_bottleneck import backbones, incremental, params as params_file  # noqa: E402
+from keras_bottleneck import augment, backbones, incremental, params as params_file  # noqa: E402
 from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
 from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 from keras_bottleneck.features import extract  # noqa: E402
-from keras_bottleneck.npy_stream import read_header  # noqa: E402
+from keras_bottleneck.npy_stream import NpyRows, read_header  # noqa: E402
 from keras_bottleneck.resources import peak_memory_mb  # noqa: E402
 
 PREPARED, FEATURES = Path("data/prepared"), Path("data/features")
@@ -29,24 +29,33 @@ def main():
     preprocess = backbones.preprocess_function(params["backbone"]["name"])
     current = incremental.fingerprint(params["backbone"], params["extract"])
     previous, found, other = incremental.find_previous(FEATURES, current)
+    copies = params["extract"]["augment_copies"]
     images = ran = 0
     with atomic_path(FEATURES, directory=True) as tmp:
         for name in PREPARED_SPLITS:
-            keys = incremental.row_keys(PREPARED / f"{name}_images.npy")
-            with tqdm(total=len(keys), desc=f"extract {name}", unit="img") as bar:
-                shape, computed = extract(
-                    model, preprocess, PREPARED / f"{name}_images.npy",
-                    tmp / f"{name}_features.npy", params["extract"]["batch_size"],
-                    params["extract"]["dtype"], bar, previous, keys)
-            np.save(tmp / f"{name}_keys.npy", keys)
+            source = NpyRows(PREPARED / f"{name}_images.npy")
+            keys = incremental.row_keys(source.path)
             shutil.copyfile(PREPARED / f"{name}_labels.npy", tmp / f"{name}_labels.npy")
-            images, ran = images + len(keys), ran + computed
+            inputs = [(name, source, keys)]
+            if name == "train" and copies:  # only train images are augmented
+                inputs.append((augment.VIEWS, augment.CachedViews(source, keys, copies,
+                                                                  params["augment"]),
+                               augment.view_keys(keys, copies, params["augment"])))
+            for stored, rows, row_keys in inputs:
+                with tqdm(total=len(rows), desc=f"extract {stored}", unit="img") as bar:
+                    shape, computed = extract(
+                        model, preprocess, rows, tmp / f"{stored}_features.npy",
+                        params["extract"]["batch_size"], params["extract"]["dtype"], bar,
+                        previous, row_keys)
+                np.save(tmp / f"{stored}_keys.npy", row_keys)
+                images, ran = images + len(rows), ran + computed
         write_classes(classes, tmp)
         write_json(tmp / incremental.FINGERPRINT, current)
         feature_bytes = sum(path.stat().st_size for path in tmp.glob("*_features.npy"))
     seconds = time.perf_counter() - started
     write_json("metrics/extract.json", {
-        "images": images, "backbone_images": ran, "reused_images": images - ran,
+        "images": images, "augment_copies": copies, "backbone_images": ran,
+        "reused_images": images - ran,
         "seconds": round(seconds, 3), "images_per_second": round(images / seconds, 2),
         "feature_bytes": feature_bytes, "peak_memory_mb": peak_memory_mb()})
     print(f"extract: {params['backbone']['name']} features of shape {shape[1:]} -> {FEATURES}/; "

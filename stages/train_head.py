@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keras_bottleneck import params as params_file  # noqa: E402
+from keras_bottleneck import augment, params as params_file  # noqa: E402
 from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 from keras_bottleneck.heads import feature_head_model  # noqa: E402
@@ -24,7 +24,15 @@ def main():
     def to_float32(features):  # features may be stored as float16
         import tensorflow as tf
         return tf.cast(features, tf.float32)
-    run_training_stage("train_head", model, splits, to_float32, params, "models/head.keras")
+    views = FEATURES / f"{augment.VIEWS}_features.npy"
+    sampler = None
+    if views.exists():  # extract.augment_copies > 0
+        copies = read_header(views)[0][0] // len(splits["train"][1])
+        sampler = augment.RandomView(splits["train"][0], views, copies)
+        print(f"train_head: each epoch shows each train image as itself or one of its "
+              f"{copies} cached views")
+    run_training_stage("train_head", model, splits, to_float32, params, "models/head.keras",
+                       sampler)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ TINY_PARAMS = {
     "backbone.weights": "none",
     "train_head.epochs": 1,
     "train_frozen.epochs": 1,
+    "finetune.epochs": 1,
 }
 
 COLORS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 220, 40)]

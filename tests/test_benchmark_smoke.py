@@ -1,30 +1,12 @@
 """benchmarks/extract.py and scale.py run end to end on a tiny setting and report every figure
 (their timings are not checked: they mean something only at full size, on a quiet machine)."""
-import json
-import subprocess
-import sys
-
-from conftest import REPO_ROOT, subprocess_env
+from _benchmark import run_benchmark
 
 from keras_bottleneck.parallel import cores
 
 METHODS = {"extract", "forward", "forward_jit", "original"}
 TARGETS = {"extract_vs_compiled_forward", "extract_vs_original", "memory_8n_vs_n",
            "disk_vs_feature_bytes", "repro_head_change_vs_full"}
-
-
-def run_benchmark(tmp_path, script, *args):
-    """Run benchmarks/<script> with `args`; (the figures it wrote as JSON, its printed table)."""
-    report = tmp_path / "figures.json"
-    env = dict(subprocess_env(tmp_path), TMPDIR=str(tmp_path))  # its scratch files too
-    result = subprocess.run([sys.executable, f"benchmarks/{script}", *args, "--json", str(report)],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    figures = json.loads(report.read_text())
-    table, _, printed_json = result.stdout.partition("\n{")
-    assert json.loads("{" + printed_json) == figures
-    assert "Targets:" in table
-    return figures, table
 
 
 def test_benchmark_prints_and_writes_every_figure(tmp_path):

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from _ran_project import IMAGES, ran_project_template  # noqa: F401 - a fixture
+from _ran_project import IMAGES, ran_project, ran_project_template  # noqa: F401
 from keras_bottleneck import classifier
 from keras_bottleneck.errors import PipelineError
 
@@ -92,6 +92,26 @@ def test_the_saved_model_serves_the_same_probabilities(exported):
         images, verbose=0)
     np.testing.assert_allclose(np.asarray(served.serve(tf.constant(images))), expected,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_export_model_finetune_exports_the_fine_tuned_model(ran_project, tmp_path):  # noqa: F811
+    project = ran_project
+    project.set_params(**{"export.model": "finetune"})
+    assert project.repro() == ["export"]
+    output = tmp_path / "predictions.csv"
+    project.run("python", "-m", "keras_bottleneck.predict", f"{IMAGES}/test", "--output", output)
+    with open(output, newline="") as file:
+        predicted = [row["predicted"] for row in csv.DictReader(file)]
+    classes = json.loads((project.root / "models" / "classes.json").read_text())
+    labels = np.load(project.root / "data" / "prepared" / "test_labels.npy")
+    accuracy = np.mean([name == classes[label] for name, label in zip(predicted, labels)])
+    assert round(accuracy, 6) == project.metrics("finetune")["test_accuracy"]
+    images = np.load(project.root / "data" / "prepared" / "test_images.npy")
+    finetuned = keras.models.load_model(project.root / "models" / "finetuned.keras")
+    from keras_bottleneck.backbones import preprocess_input
+    expected = finetuned.predict(preprocess_input("vgg16")(images.astype(np.float32)), verbose=0)
+    model, _ = classifier.load(project.root / "models" / "classifier.keras")
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_load_refuses_what_is_not_a_classifier(tmp_path):

@@ -74,3 +74,20 @@ def test_report_answers_which_method(split):
     assert "7.4x faster" in text
     assert ("chosen on the validation split" in text) == (split == "validation")
     assert ("overstates" in text) == (split == "test")
+
+
+def test_report_counts_what_finetune_builds_on_and_names_the_most_accurate():
+    results = {"train_head": {"accuracy": 0.62, "macro_f1": 0.6},
+               "train_frozen": {"accuracy": 0.59, "macro_f1": 0.58},
+               "finetune": {"accuracy": 0.65, "macro_f1": 0.64}}
+    text = evaluation.report(results, {"train_head": stage(0.62, 30),
+                                       "train_frozen": stage(0.59, 527),
+                                       "finetune": stage(0.65, 200)},
+                             {"seconds": 41, "peak_memory_mb": 850.0},
+                             {"features": 2**20, "train_head": 2**20, "train_frozen": 90 * 2**20,
+                              "finetune": 91 * 2**20})
+    # finetune starts from train_head's head: extract and train_head count in its time.
+    assert "| fine-tuned (train_head's head, then finetune) | 0.650 | 0.640 | 271 s (71 s " \
+        "before + 200 s) | 850 MiB | 91.0 MiB" in text
+    assert "**Most accurate:** fine-tuned (train_head's head, then finetune), 0.650." in text
+    assert "bottleneck features is the more accurate here" in text  # head vs frozen still

@@ -45,7 +45,7 @@ def test_a_queued_head_sweep_never_runs_extract(ran_project):
                     "".join(f"queue logs {name}:\n{log}\n" for name, log in logs.items()))
 
     for name, log in logs.items():  # the queue keeps each experiment's `dvc repro` output
-        assert ran_stages(log) == ["train_head", "export", "evaluate"], log
+        assert ran_stages(log) == ["train_head", "finetune", "export", "evaluate"], log
         assert "Stage 'extract' didn't change, skipping" in log, log
 
     epochs = {}

@@ -48,6 +48,16 @@ def test_hidden_units_add_dense_and_dropout_before_the_classifier():
     ]
 
 
+def test_no_filters_pools_first_a_linear_classifier_on_pooled_features():
+    head = dict(DEFAULT_HEAD, filters=0, dropout=0.5, kernel_size=9)  # no conv: no size check
+    model = feature_head_model((4, 4, 256), head, 10)
+    assert layer_summary(model) == [
+        ("GlobalAveragePooling2D", None, 0),
+        ("Dropout", 0.5, 0),
+        ("Dense", (10, "softmax"), 256 * 10 + 10),
+    ]
+
+
 def test_head_settings_come_from_params():
     head = dict(DEFAULT_HEAD, filters=7, kernel_size=3, conv_dropout=0.1, dropout=0.2)
     model = feature_head_model((4, 4, 16), head, 3)

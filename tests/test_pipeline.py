@@ -90,9 +90,9 @@ def head_change(tiny):
         params_diff=json.loads(project.dvc("params", "diff", "--json").stdout))
 
 
-def test_head_only_param_reruns_train_head_export_and_evaluate(head_change):
+def test_head_only_param_reruns_train_head_finetune_export_and_evaluate(head_change):
     before, after = head_change.before, head_change.after
-    assert head_change.ran == ["train_head", "export", "evaluate"]
+    assert head_change.ran == ["train_head", "finetune", "export", "evaluate"]
     for name in UPSTREAM_OUTPUTS:  # extract (nor anything before it) did not run: untouched
         assert after.data[name] == before.data[name], f"{name} was rewritten"
     assert before.metrics["train_head"]["epochs"] == head_change.epochs
@@ -109,16 +109,17 @@ def test_metrics_and_params_diff_list_the_change(head_change):
     assert head_change.params_diff == {
         "params.yaml": {"train_head.epochs": {"old": epochs, "new": epochs + 1, "diff": 1}}}
     # Without --all only changed metrics are listed: train_frozen and extract did not change.
-    assert set(head_change.metrics_diff) <= {"metrics/train_head.json", "metrics/evaluate.json"}
+    assert set(head_change.metrics_diff) <= {"metrics/train_head.json", "metrics/finetune.json",
+                                             "metrics/evaluate.json"}
     changed = head_change.metrics_diff["metrics/train_head.json"]
     assert changed["epochs"] == {"old": epochs, "new": epochs + 1, "diff": 1}
     assert all(entry["old"] != entry["new"] for entry in changed.values())
     every = head_change.metrics_diff_all
     assert set(every) == {"metrics/train_head.json", "metrics/train_frozen.json",
-                          "metrics/extract.json", "metrics/evaluate.json"}
-    # Per-class metrics of both methods, flattened by DVC.
+                          "metrics/finetune.json", "metrics/extract.json", "metrics/evaluate.json"}
+    # Per-class metrics of the three methods, flattened by DVC.
     evaluated = every["metrics/evaluate.json"]
-    for method in ("train_head", "train_frozen"):
+    for method in ("train_head", "train_frozen", "finetune"):
         assert f"{method}.macro_f1" in evaluated
         assert {f"{method}.per_class.class_{c}.{key}" for c in range(3)
                 for key in ("precision", "recall", "f1", "support")} <= set(evaluated)
@@ -148,6 +149,60 @@ def test_reverted_param_restores_the_earlier_run_from_the_run_cache(head_reverte
 
 
 @pytest.fixture(scope="module")
+def augment_change(tiny):
+    """extract.augment_copies from 0 to 2."""
+    project, root = tiny.project, tiny.project.root
+    features = root / "data/features"
+    before = {path.name: path.read_bytes() for path in features.glob("*_features.npy")}
+    models = snapshot(root / "models")
+    frozen = project.metrics("train_frozen")
+    ran, status = repro_after(project, lambda: project.set_params(**{
+        "extract.augment_copies": 2}))
+    return SimpleNamespace(ran=ran, status=status, before=before, models=models, frozen=frozen,
+                           after={path.name: path.read_bytes()
+                                  for path in features.glob("*_features.npy")},
+                           extract=project.metrics("extract"), project=project)
+
+
+def test_augment_copies_reruns_extract_and_what_depends_on_it(augment_change):
+    change = augment_change
+    assert change.ran == ["extract", "train_head", "finetune", "export", "evaluate"]
+    train = npy_shape(change.project.root / "data/features/train_features.npy")[0]
+    # Only the views went through the backbone: the originals, test split included, were
+    # reused byte for byte, and no test view was made.
+    assert change.extract["backbone_images"] == 2 * train
+    assert set(change.after) == set(change.before) | {"train_views_features.npy"}
+    for name, data in change.before.items():
+        assert change.after[name] == data, f"{name} changed"
+    assert npy_shape(change.project.root / "data/features/train_views_features.npy")[0] == \
+        2 * train
+    assert change.project.metrics("train_frozen") == change.frozen
+    assert UP_TO_DATE in change.status
+
+
+@pytest.fixture(scope="module")
+def finetune_change(tiny):
+    """finetune.learning_rate ten times higher."""
+    project, root = tiny.project, tiny.project.root
+    models, head = snapshot(root / "models"), project.metrics("train_head")
+    rate = project.params()["finetune"]["learning_rate"]
+    ran, status = repro_after(project, lambda: project.set_params(**{
+        "finetune.learning_rate": rate * 10}))
+    return SimpleNamespace(ran=ran, status=status, before=models, after=snapshot(root / "models"),
+                           head=head, head_after=project.metrics("train_head"))
+
+
+def test_finetune_param_reruns_finetune_and_what_depends_on_it_alone(finetune_change):
+    change = finetune_change
+    assert change.ran == ["finetune", "export", "evaluate"]
+    assert change.head_after == change.head
+    for name in ("head.keras", "frozen.keras"):
+        assert change.after[name] == change.before[name]
+    assert change.after["finetuned.keras"] != change.before["finetuned.keras"]
+    assert UP_TO_DATE in change.status
+
+
+@pytest.fixture(scope="module")
 def img_size_change(tiny):
     project, root = tiny.project, tiny.project.root
     # 32 px more is one more step of the backbone's total stride: the feature map grows too.
@@ -162,8 +217,8 @@ def img_size_change(tiny):
 
 def test_img_size_change_reruns_everything_after_fetch(img_size_change):
     change = img_size_change
-    assert set(change.ran) == {"preprocess", "extract", "train_head", "train_frozen", "export",
-                               "evaluate"}
+    assert set(change.ran) == {"preprocess", "extract", "train_head", "train_frozen", "finetune",
+                               "export", "evaluate"}
     count = change.params["prepare"]["train_count"]
     assert change.images == (count, change.size, change.size, 3)
     # Bigger images, bigger feature map: extract ran on the new images, not stale ones.
@@ -199,12 +254,12 @@ def test_added_image_reruns_every_stage(image_added, tiny):
     assert UP_TO_DATE in image_added.status
 
 
-def test_metrics_show_puts_both_methods_side_by_side(tiny):
+def test_metrics_show_puts_the_methods_side_by_side(tiny):
     project = tiny.project
     shown = json.loads(project.dvc("metrics", "show", "--json").stdout)[""]["data"]
-    paths = [path for stage in ("train_head", "train_frozen")
+    paths = [path for stage in ("train_head", "train_frozen", "finetune")
              for path in declared_outputs(project.root, stage, kinds=("metrics",))]
-    assert len(paths) == 2
+    assert len(paths) == 3
     for path in paths:
         assert shown[path]["data"] == json.loads((project.root / path).read_text())
     table = project.dvc("metrics", "show").stdout.splitlines()
@@ -212,13 +267,13 @@ def test_metrics_show_puts_both_methods_side_by_side(tiny):
     assert set(paths) <= {row.split()[0] for row in table[1:]}
 
 
-def test_plots_show_renders_both_confusion_matrices(tiny, tmp_path):
+def test_plots_show_renders_every_confusion_matrix(tiny, tmp_path):
     project = tiny.project
     project.dvc("plots", "show", "-o", tmp_path / "plots")
     html = (tmp_path / "plots" / "index.html").read_text()
     shown = json.loads(project.dvc("plots", "show", "--json").stdout)["data"]
     test_count = project.params()["prepare"]["test_count"]
-    for method in ("train_head", "train_frozen"):
+    for method in ("train_head", "train_frozen", "finetune"):
         path = f"metrics/confusion_{method}.csv"
         (vega,) = shown[path]
         title = next(spec[path]["title"] for spec in dvc_yaml(project.root)["stages"]["evaluate"]
@@ -233,11 +288,12 @@ def test_plots_show_renders_both_confusion_matrices(tiny, tmp_path):
         assert f"mistakes_{method}.png" in html
 
 
-def test_report_compares_both_methods(tiny):
+def test_report_compares_the_methods(tiny):
     report = (tiny.project.root / "metrics" / "report.md").read_text()
     assert "| bottleneck features (extract, then train_head) |" in report
     assert "| frozen backbone (train_frozen) |" in report
-    assert "**Answer:**" in report
+    assert "| fine-tuned (train_head's head, then finetune) |" in report
+    assert "**Answer:**" in report and "**Most accurate:**" in report
 
 
 def read_column(path, column):
@@ -245,7 +301,7 @@ def read_column(path, column):
         return [row[column] for row in csv.DictReader(file)]
 
 
-def test_plots_show_draws_both_training_curves(tiny, tmp_path):
+def test_plots_show_draws_every_training_curve(tiny, tmp_path):
     project = tiny.project
     project.dvc("plots", "show", "-o", tmp_path / "plots")
     html = (tmp_path / "plots" / "index.html").read_text()
@@ -254,7 +310,7 @@ def test_plots_show_draws_both_training_curves(tiny, tmp_path):
     assert len(charts) >= 1
     for chart in charts:
         (title, spec), = chart.items()
-        assert len(spec["y"]) == 2, "each chart compares the two methods"
+        assert len(spec["y"]) == 3, "each chart compares the three methods"
         (vega,) = shown[title]
         rows = vega["content"]["data"]["values"]
         for csv_path, column in spec["y"].items():

@@ -75,7 +75,7 @@ def test_a_pulled_clone_runs_no_stage_and_retrains_only_the_head(ran_project, s3
     assert snapshot(b.root / "data/features") == features  # not even rewritten: same mtimes
 
     b.set_params(**{"train_head.epochs": 2})
-    assert b.repro() == ["train_head", "export", "evaluate"]
+    assert b.repro() == ["train_head", "finetune", "export", "evaluate"]
     assert snapshot(b.root / "data/features") == features
     assert b.metrics("train_head")["epochs"] == 2
 

@@ -1,0 +1,40 @@
+"""Stage finetune: the head from train_head on top of the backbone, whose last layers are
+unfrozen, trained end to end at a low learning rate on freshly augmented images."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from keras_bottleneck import augment, backbones, params as params_file  # noqa: E402
+from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
+from keras_bottleneck.errors import run_stage  # noqa: E402
+from keras_bottleneck.finetuning import finetune_model  # noqa: E402
+from keras_bottleneck.npy_stream import read_header  # noqa: E402
+from keras_bottleneck.training import run_training_stage, seed_everything  # noqa: E402
+
+PREPARED = Path("data/prepared")
+
+
+def main():
+    params = params_file.load()
+    import keras
+    classes = read_classes(PREPARED)
+    splits = split_inputs(PREPARED, "images")
+    # The backbone extract ran (the same random one with weights: none), then train.seed.
+    backbone = backbones.build_for_extraction(params["backbone"],
+                                              read_header(splits["train"][0])[0][1])
+    seed_everything(params["train"]["seed"], params["train"]["deterministic"])
+    head = keras.models.load_model("models/head.keras")
+    if head.output_shape[-1] != len(classes):
+        raise ValueError(f"models/head.keras has {head.output_shape[-1]} outputs for "
+                         f"{len(classes)} classes")
+    model, unfrozen = finetune_model(backbone, head, params["finetune"]["unfreeze"])
+    print(f"finetune: unfrozen {', '.join(unfrozen)}")
+    run_training_stage("finetune", model, splits,
+                       backbones.preprocess_tensor_function(params["backbone"]["name"]), params,
+                       "models/finetuned.keras",
+                       sampler=augment.OnTheFly(splits["train"][0], params["augment"]))
+
+
+if __name__ == "__main__":
+    run_stage(main)
