@@ -183,3 +183,14 @@ def needs_shared(*paths):
     return pytest.mark.skipif(bool(missing), reason=f"real data not available on this machine "
                               f"(needs {', '.join(missing)}; ../shared exists only on the team's "
                               "machines and CI)")
+
+
+# The slowest modules first: with `-n 2` (pytest-xdist, --dist loadfile) each then runs beside
+# the quicker ones instead of last and alone. The order within a module is kept.
+SLOWEST_FIRST = ["test_real_data.py", "test_pipeline.py", "test_incremental.py", "test_remote.py",
+                 "test_experiments.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
