@@ -104,10 +104,10 @@ class RandomView:
 
     def read(self, indices, draws):
         chosen = (draws % np.uint64(self.copies + 1)).astype(np.int64)
-        rows = self.originals.read(indices)
-        viewed = np.flatnonzero(chosen)
-        if len(viewed):
-            rows[viewed] = self.views.read(indices[viewed] * self.copies + chosen[viewed] - 1)
+        rows = np.empty((len(indices),) + tuple(self.originals.shape[1:]), self.originals.dtype)
+        plain, viewed = chosen == 0, chosen > 0
+        rows[plain] = self.originals.read(indices[plain])
+        rows[viewed] = self.views.read(indices[viewed] * self.copies + chosen[viewed] - 1)
         return [rows]
 
     @staticmethod

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keras_bottleneck import augment, backbones, params as params_file  # noqa: E402
 from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
-from keras_bottleneck.errors import run_stage  # noqa: E402
+from keras_bottleneck.errors import PipelineError, run_stage  # noqa: E402
 from keras_bottleneck.finetuning import finetune_model  # noqa: E402
 from keras_bottleneck.npy_stream import read_header  # noqa: E402
 from keras_bottleneck.training import run_training_stage, seed_everything  # noqa: E402
@@ -26,8 +26,9 @@ def main():
     seed_everything(params["train"]["seed"], params["train"]["deterministic"])
     head = keras.models.load_model("models/head.keras")
     if head.output_shape[-1] != len(classes):
-        raise ValueError(f"models/head.keras has {head.output_shape[-1]} outputs for "
-                         f"{len(classes)} classes")
+        raise PipelineError(f"models/head.keras has {head.output_shape[-1]} outputs but "
+                            f"{PREPARED} has {len(classes)} classes: run `dvc repro` to "
+                            "retrain the head on this data")
     model, unfrozen = finetune_model(backbone, head, params["finetune"]["unfreeze"])
     print(f"finetune: unfrozen {', '.join(unfrozen)}")
     run_training_stage("finetune", model, splits,
