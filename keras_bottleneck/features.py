@@ -69,9 +69,10 @@ def _padded(batch, batch_size):
 
 
 def _computed_rows(model, preprocess, rows, indices, batch_size):
-    """The features of rows `indices` of `rows` (NpyRows or alike), one row at a time, computed in full
-    batches (the last one padded): every batch has the same shape, so a row's features do not
-    depend on which rows share its batch, and reusing rows computed in another run is exact."""
+    """The features of rows `indices` of `rows` (NpyRows or alike), one row at a time, computed
+    in full batches (the last one padded): every batch has the same shape, so a row's features
+    do not depend on which rows share its batch, and reusing rows computed in another run is
+    exact."""
     forward = compiled_forward(model)
 
     def to_input(chosen):

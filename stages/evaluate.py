@@ -1,5 +1,5 @@
-"""Stage evaluate: the three methods on the test split: per-class metrics, confusion matrices, their
-most confident mistakes, and a report comparing them (metrics/report.md)."""
+"""Stage evaluate: the three methods on the test split: per-class metrics, confusion matrices,
+their most confident mistakes, and a report comparing them (metrics/report.md)."""
 import json
 import sys
 from pathlib import Path
