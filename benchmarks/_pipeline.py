@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from keras_bottleneck.datasets import write_classes  # noqa: E402
 from keras_bottleneck.npy_stream import NpyWriter  # noqa: E402
+from keras_bottleneck.synthetic import photo  # noqa: E402
 
 # What a copy of the project needs to run its pipeline: code and config, no outputs.
 PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", ".dvc/config",
@@ -209,15 +210,28 @@ def print_targets(checks):
 
 # --- a project copy run by DVC ----------------------------------------------------------------
 
-def write_folder_dataset(root, train_count, seed=0):
-    """train/<class>/*.png and test/<class>/*.png of random 32 px images, at least one of
-    each class in each split (the folder source requires it)."""
-    for split, count in (("train", train_count), ("test", held_out_count(train_count))):
-        images = random_images(max(count, len(CLASSES)), SOURCE_SIZE, seed + len(split))
-        for i, image in enumerate(images):
-            folder = Path(root) / split / CLASSES[i % len(CLASSES)]
+def save_images(folders, count, seed, photo_size=None, prefix=""):
+    """`count` images put in `folders` in turn: random 32 px PNGs (CIFAR-10's size), or with
+    `photo_size` (width, height) photo-like JPEGs, whose decoding costs what a photo's does."""
+    if photo_size:
+        for i in range(count):
+            folder = Path(folders[i % len(folders)])
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / f"{i:05d}.png")
+            photo(*photo_size, seed=seed * 1_000_000 + i).save(
+                folder / f"{prefix}{i:05d}.jpg", quality=90)
+        return
+    for i, image in enumerate(random_images(count, SOURCE_SIZE, seed)):
+        folder = Path(folders[i % len(folders)])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{prefix}{i:05d}.png")
+
+
+def write_folder_dataset(root, train_count, seed=0, photo_size=None):
+    """train/<class>/* and test/<class>/* images (see save_images), at least one of each class
+    in each split (the folder source requires it)."""
+    for split, count in (("train", train_count), ("test", held_out_count(train_count))):
+        save_images([Path(root) / split / name for name in CLASSES],
+                    max(count, len(CLASSES)), seed + len(split), photo_size)
 
 
 class DvcProject:

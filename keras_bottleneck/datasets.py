@@ -1,11 +1,14 @@
 """The raw dataset on disk: images as the user gave them, a few large files per split.
 
 Each split is one file of encoded images (JPEG, PNG... bytes, never decoded pixels) back to back,
-`<split>_spans.npy` (offset and length of each image in it), `<split>_labels.npy` and
-`<split>_names.json` (each image's source name), all in the dataset's order. Its size is about
+`<split>_spans.npy` (offset and length of each image in it), `<split>_labels.npy`,
+`<split>_names.json` (each image's source name) and `<split>_keys.npy` (the SHA-256 of each
+image's bytes, by which later stages recognise images they have already processed), all in the
+dataset's order. Its size is about
 that of the source images whatever their resolution, and DVC hashes a handful of files instead
 of one per image.
 """
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +25,7 @@ PREPARED_SPLITS = ("train", "validation", "test")
 def _files(directory, split):
     directory = Path(directory)
     return {kind: directory / f"{split}_{kind}" for kind in
-            ("images.bin", "spans.npy", "labels.npy", "names.json")}
+            ("images.bin", "spans.npy", "labels.npy", "names.json", "keys.npy")}
 
 
 class RawWriter:
@@ -32,20 +35,24 @@ class RawWriter:
     def __init__(self, directory, split):
         self.paths = _files(directory, split)
         self._file = open(self.paths["images.bin"], "wb")
-        self.entries = []  # (name, label, offset, length)
+        self.entries = []  # (name, label, offset, length, key)
         self._offset = 0
 
-    def add(self, name, label, data):
+    def add(self, name, label, data, key=None):
+        """Append one image; `key` is the SHA-256 digest of `data`, if already computed."""
         self._file.write(data)
-        self.entries.append((name, int(label), self._offset, len(data)))
+        key = key or hashlib.sha256(data).digest()
+        self.entries.append((name, int(label), self._offset, len(data), key))
         self._offset += len(data)
 
     def close(self, key=None):
         """Write the index, sorted by `key(name, label)` if given, else in arrival order."""
         self._file.close()
         entries = sorted(self.entries, key=lambda e: key(e[0], e[1])) if key else self.entries
-        spans = np.array([entry[2:] for entry in entries], np.int64).reshape(-1, 2)
+        spans = np.array([entry[2:4] for entry in entries], np.int64).reshape(-1, 2)
         np.save(self.paths["spans.npy"], spans)
+        keys = np.frombuffer(b"".join(entry[4] for entry in entries), np.uint8)
+        np.save(self.paths["keys.npy"], keys.reshape(-1, 32))
         np.save(self.paths["labels.npy"], np.array([e[1] for e in entries], np.int64))
         self.paths["names.json"].write_text(json.dumps([e[0] for e in entries], indent=0) + "\n")
 
@@ -73,6 +80,7 @@ class RawSplit:
         self.spans = np.load(paths["spans.npy"])
         self.labels = np.load(paths["labels.npy"])
         self.names = json.loads(paths["names.json"].read_text())
+        self.keys = np.load(paths["keys.npy"])
 
     def __len__(self):
         return len(self.labels)
@@ -91,6 +99,13 @@ def read_span(path, offset, length):
     with open(path, "rb") as file:
         file.seek(offset)
         return file.read(length)
+
+
+def raw_fingerprint():
+    """What a raw dataset's images depend on besides the source's bytes: the decoder that
+    checked them (fetch) or encoded them (cifar10)."""
+    import PIL
+    return {"format": 1, "pillow": PIL.__version__}
 
 
 def write_classes(classes, directory):

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .npy_stream import NpyRows, NpyWriter
+from .backbones import REGISTRY
+from .checksums import sha256_of
+from .incremental import write_rows
+from .npy_stream import NpyRows
 
 
 def _prefetched(batches, transform, depth=2):
@@ -59,6 +62,21 @@ def compiled_forward(model):
     return _forward_of[model]
 
 
+def fingerprint(backbone, extract):
+    """What an image's features depend on besides its pixels. Batch size counts: floating-point
+    results may differ in the last bits between batch shapes (every batch is padded to it)."""
+    import keras
+    import tensorflow as tf
+    weights = backbone["weights"]
+    if weights not in ("imagenet", "none"):
+        weights = "sha256:" + sha256_of(weights)
+    return {"format": 1, "backbone": backbone["name"], "weights": weights,
+            "alpha": backbone["alpha"] if REGISTRY[backbone["name"]].has_alpha else None,
+            "dtype": extract["dtype"], "batch_size": extract["batch_size"],
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
+
+
 def _padded(batch, batch_size):
     """`batch` with zero images appended up to `batch_size` rows."""
     if len(batch) == batch_size:
@@ -95,19 +113,6 @@ def extract(model, preprocess, images, features_path, batch_size, dtype, progres
     shape = (len(rows),) + tuple(model.output_shape[1:])
     found = previous.find(keys) if previous is not None else [None] * len(rows)
     missing = [index for index, location in enumerate(found) if location is None]
-    computed = _computed_rows(model, preprocess, rows, missing, batch_size)
-    with NpyWriter(features_path, shape, dtype) as writer, closing(computed):
-        for start in range(0, len(rows), batch_size):
-            stop = min(start + batch_size, len(rows))
-            chunk = np.empty((stop - start,) + shape[1:], writer.dtype)
-            reused = [(i - start, found[i]) for i in range(start, stop) if found[i] is not None]
-            if reused:
-                positions, locations = zip(*reused)
-                chunk[list(positions)] = previous.read(list(locations))
-            for i in range(start, stop):
-                if found[i] is None:
-                    chunk[i - start] = next(computed)
-            writer.write(chunk)
-            if progress is not None:
-                progress.update(stop - start)
+    with closing(_computed_rows(model, preprocess, rows, missing, batch_size)) as computed:
+        write_rows(features_path, shape, dtype, found, previous, computed, batch_size, progress)
     return shape, len(missing)

@@ -4,6 +4,7 @@ A directory or archive is listed first (names only), checked, then read one file
 the order it is stored, so an archive larger than memory works and a .tar.gz is decompressed
 once per pass, never seeked back and forth.
 """
+import hashlib
 import os
 import sys
 import tarfile
@@ -188,26 +189,35 @@ def list_folder(path):
     return tree, train_classes, images
 
 
-def fetch_folder(path, directory):
+def _check_unless_known(data, name):
+    """check_decodes, but None (no problem) for an image known to decode (`data` None)."""
+    return None if data is None else check_decodes(data, name)
+
+
+def fetch_folder(path, directory, known=frozenset()):
     """Copy the images of a folder dataset into a raw dataset in `directory` as they are
-    (encoded), after checking on every core that each decodes. Returns {split: count} and the
-    class names; raises one PipelineError naming the unreadable images."""
+    (encoded), after checking on every core that each decodes, but for those whose SHA-256
+    digest is in `known` (decoded by an earlier run). Returns {split: count}, the class names
+    and how many images were checked; raises one PipelineError naming the unreadable images."""
     tree, classes, images = list_folder(path)
-    failures = []
+    failures, checked = [], 0
     for split, entries in images.items():
         labels = dict(entries)
         position = {str(file): i for i, (file, _) in enumerate(entries)}
+        writer = RawWriter(directory, split)
         pending = deque()  # read but not yet checked: a few chunks at most
 
         def stream():
             for file, data in tree.read(labels):
-                pending.append((file, data))
-                yield data, tree.shown(file)
+                key = hashlib.sha256(data).digest()
+                pending.append((file, data, key))
+                yield (None if key in known else data), tree.shown(file)
 
-        writer = RawWriter(directory, split)
-        for failure in ordered_map(check_decodes, stream()):
-            file, data = pending.popleft()
-            writer.add(str(file), labels[file], data)
+        # Written in the order read, known or not, so the bytes are those of a full fetch.
+        for failure in ordered_map(_check_unless_known, stream()):
+            file, data, key = pending.popleft()
+            writer.add(str(file), labels[file], data, key)
+            checked += key not in known
             if failure:
                 failures.append((tree.shown(file), failure))
         writer.close(key=lambda name, label: position[name])
@@ -217,4 +227,4 @@ def fetch_folder(path, directory):
             if others else ""
         raise PipelineError(failures[0][1] + more)
     write_classes(classes, directory)
-    return {split: len(entries) for split, entries in images.items()}, classes
+    return {split: len(entries) for split, entries in images.items()}, classes, checked

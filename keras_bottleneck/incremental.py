@@ -1,14 +1,21 @@
-"""Incremental extraction: reuse the features of images the backbone has already seen.
+"""Incremental processing: what an earlier run computed for an image is reused, not redone.
 
-Each row of data/features/<split>_keys.npy is the SHA-256 of the prepared image it was computed
-from (its pixels after decoding and resizing), and fingerprint.json says what else the numbers
-depend on (backbone, weights, storage type, batch shape, library versions). Before extracting,
-`extract` looks up every earlier extraction this workspace can reach: data/features if it is
-there (a stage run by hand; `dvc repro` deletes a stage's outputs before running it), the version
-dvc.lock records and every version DVC's run-cache records, read from DVC's cache. Rows whose
-image and fingerprint match are copied; the backbone runs on the others only. No store is
-added: the earlier features are already in DVC's cache, and travel with `dvc push` and
-`dvc pull` (`--run-cache` for the run-cache's) like every output.
+Three stages work image by image, and each output says which image each of its rows came from,
+in `<split>_keys.npy` (one SHA-256 a row), and what else the rows depend on, in fingerprint.json:
+
+- fetch (data/raw): the key of each image's encoded bytes. An image an earlier raw dataset with
+  the same decoder holds is known to decode, and is not decoded again to check it.
+- preprocess (data/prepared): the same key, of the source image each resized row came from. Rows
+  of an earlier preparation at the same size, by the same decoder, are copied, not decoded.
+- extract (data/features): the key of the prepared image's pixels. Features computed the same way
+  (same backbone, weights, storage type, batch shape, library versions) are copied; the backbone
+  runs on the other images only.
+
+The earlier outputs a stage looks at are every one this workspace can reach: the output
+directory itself if it is there (a stage run by hand; `dvc repro` deletes a stage's outputs
+before running it), the version dvc.lock records and every version DVC's run-cache records,
+read from DVC's cache. No store is added: the earlier outputs are already in DVC's cache, and
+travel with `dvc push` and `dvc pull` (`--run-cache` for the run-cache's) like every output.
 """
 import hashlib
 import json
@@ -16,27 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checksums import sha256_of
-from .npy_stream import NpyRows, iter_batches
+from .npy_stream import NpyRows, NpyWriter, iter_batches
 
 FINGERPRINT = "fingerprint.json"
-FORMAT = 1
-
-
-def fingerprint(backbone, extract):
-    """What an image's features depend on besides its pixels. Batch size counts: floating-point
-    results may differ in the last bits between batch shapes (every batch is padded to it)."""
-    import keras
-    import tensorflow as tf
-    weights = backbone["weights"]
-    if weights not in ("imagenet", "none"):
-        weights = "sha256:" + sha256_of(weights)
-    from .backbones import REGISTRY
-    return {"format": FORMAT, "backbone": backbone["name"], "weights": weights,
-            "alpha": backbone["alpha"] if REGISTRY[backbone["name"]].has_alpha else None,
-            "dtype": extract["dtype"], "batch_size": extract["batch_size"],
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__}
 
 
 def row_keys(images_path, batch_size=256):
@@ -52,8 +41,8 @@ def row_keys(images_path, batch_size=256):
 
 
 class Previous:
-    """Features computed before, by key: {key bytes: (features file, row)}; built from a list
-    of {split: (keys path, features path)}."""
+    """Rows computed before, by key: {key bytes: (rows file, row)}; built from a list of
+    {split: (keys path, rows path)}."""
 
     def __init__(self, extractions=()):
         self.rows, self.readers = {}, {}
@@ -67,11 +56,11 @@ class Previous:
         return len(self.rows)
 
     def find(self, keys):
-        """For each key, (features file name, row) or None."""
+        """For each key, (rows file name, row) or None."""
         return [self.rows.get(key.tobytes()) for key in keys]
 
     def read(self, locations):
-        """The feature rows at `locations` ((file name, row) pairs), in that order."""
+        """The rows at `locations` ((file name, row) pairs), in that order."""
         first = self.readers[locations[0][0]]
         rows = np.empty((len(locations),) + tuple(first.shape[1:]), first.dtype)
         by_file = {}
@@ -83,45 +72,77 @@ class Previous:
         return rows
 
 
-def _lookup(files):
-    """{split: (keys path, features path)} for every split that has both, from {name: path}."""
+def write_rows(path, shape, dtype, found, previous, computed, chunk_size, progress=None):
+    """Write an array of `shape` to the .npy `path`, a chunk of rows at a time: row i is read
+    from `previous` (an incremental.Previous) at `found[i]`, or, where that is None, taken from
+    the iterator `computed`, which yields the missing rows in order."""
+    with NpyWriter(path, shape, dtype) as writer:
+        for start in range(0, shape[0], chunk_size):
+            stop = min(start + chunk_size, shape[0])
+            chunk = np.empty((stop - start,) + tuple(shape[1:]), writer.dtype)
+            reused = [(i - start, found[i]) for i in range(start, stop) if found[i] is not None]
+            if reused:
+                positions, locations = zip(*reused)
+                chunk[list(positions)] = previous.read(list(locations))
+            for i in range(start, stop):
+                if found[i] is None:
+                    chunk[i - start] = next(computed)
+            writer.write(chunk)
+            if progress is not None:
+                progress.update(stop - start)
+
+
+def _lookup(files, rows):
+    """{split: (keys path, rows path)} for every split that has both <split>_keys.npy and
+    <split>_<rows>.npy, from {name: path}."""
     found = {}
     for name, path in files.items():
         if name.endswith("_keys.npy"):
             split = name[:-len("_keys.npy")]
-            if f"{split}_features.npy" in files:
-                found[split] = (path, files[f"{split}_features.npy"])
+            if f"{split}_{rows}.npy" in files:
+                found[split] = (path, files[f"{split}_{rows}.npy"])
     return found
 
 
-def find_previous(features_dir, current, lock_path="dvc.lock"):
-    """A Previous of every earlier extraction computed the same way (same fingerprint) that this
-    workspace can reach: the `features_dir` in the workspace (a stage run by hand), the one
-    dvc.lock records, and every one in DVC's run-cache (earlier runs and experiments, and a
-    teammate's pulled with `dvc pull --run-cache`), all read from DVC's cache. Also returns
-    how many were found and how many were skipped because their fingerprint differs."""
-    features_dir = Path(features_dir)
-    sources = []
-    if features_dir.is_dir():
-        sources.append({path.name: path for path in features_dir.iterdir()})
-    sources += _extractions_in_dvc_cache(features_dir, Path(lock_path))
-    matching, other = [], 0
-    for files in sources:
-        if FINGERPRINT in files and json.loads(Path(files[FINGERPRINT]).read_text()) == current:
-            matching.append(files)
-        else:
-            other += 1
-    return Previous([_lookup(files) for files in matching]), len(matching), other
+def _matching(out_dir, current, lock_path):
+    """The earlier versions of directory output `out_dir` ({name: path} each) whose fingerprint
+    is `current`, and how many others there are."""
+    out_dir = Path(out_dir)
+    versions = [{path.name: path for path in out_dir.iterdir()}] if out_dir.is_dir() else []
+    versions += _versions_in_dvc_cache(out_dir, Path(lock_path))
+    matching = [files for files in versions if FINGERPRINT in files and
+                json.loads(Path(files[FINGERPRINT]).read_text()) == current]
+    return matching, len(versions) - len(matching)
 
 
-def _extractions_in_dvc_cache(features_dir, lock_path):
-    """{relative name: cache path} of each version of `features_dir` that dvc.lock or the
-    run-cache records and whose listing is in DVC's cache."""
+def find_previous(out_dir, current, rows="features", lock_path="dvc.lock"):
+    """A Previous of the `<split>_<rows>.npy` rows of every earlier version of `out_dir` made the
+    same way (fingerprint `current`) that this workspace can reach: `out_dir` in the workspace
+    (a stage run by hand), the version dvc.lock records, and every one in DVC's run-cache
+    (earlier runs and experiments, and a teammate's pulled with `dvc pull --run-cache`), all
+    read from DVC's cache. Also returns how many were found and how many were skipped because
+    their fingerprint differs."""
+    matching, other = _matching(out_dir, current, lock_path)
+    return Previous([_lookup(files, rows) for files in matching]), len(matching), other
+
+
+def earlier_keys(out_dir, current, lock_path="dvc.lock"):
+    """The keys (bytes) of every row of every earlier version of `out_dir` made the same way,
+    looked up as find_previous does."""
+    matching, _ = _matching(out_dir, current, lock_path)
+    return {key.tobytes() for files in matching for name, path in files.items()
+            if name.endswith("_keys.npy") for key in np.load(path)}
+
+
+def _versions_in_dvc_cache(out_dir, lock_path):
+    """{relative name: cache path} of each version of directory output `out_dir` that dvc.lock
+    or the run-cache records and whose listing is in DVC's cache."""
     import yaml
     root = lock_path.parent.resolve()
     if not (root / ".dvc").is_dir():
         return []
     from dvc.repo import Repo
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with Repo(str(root)) as repo:
         cache, runs = repo.cache.local, Path(repo.stage_cache.cache_dir)
         records = [lock_path] if lock_path.exists() else []
@@ -129,12 +150,12 @@ def _extractions_in_dvc_cache(features_dir, lock_path):
             if runs.is_dir() else []
         listings = []
         for record in records:
-            entry = yaml.safe_load(record.read_text()) or {}
+            entry = yaml.load(record.read_text(), Loader=loader) or {}
             stages = entry.get("stages", {}).values() if record == lock_path else [entry]
             for stage in stages:
                 for out in stage.get("outs", []):
                     md5 = out.get("md5", "")
-                    if Path(out["path"]) == features_dir and md5.endswith(".dir") and \
+                    if Path(out["path"]) == out_dir and md5.endswith(".dir") and \
                             md5 not in listings:
                         listings.append(md5)
         found = []

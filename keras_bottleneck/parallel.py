@@ -5,8 +5,10 @@ multiprocessing's imap and concurrent.futures' map read their whole input ahead 
 in flight. A worker that dies (killed for memory, say) fails the map with BrokenProcessPool
 instead of hanging it, as multiprocessing.Pool would.
 """
+import itertools
 import multiprocessing
 import os
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 
@@ -34,15 +36,23 @@ def _chunks(items, chunk_size, chunk_bytes):
         yield chunk
 
 
-def ordered_map(function, items, chunk_size=64, chunk_bytes=8 << 20, processes=None):
+def ordered_map(function, items, chunk_size=64, chunk_bytes=8 << 20, processes=None,
+                alone_seconds=0.5):
     """Yield function(*item) for each tuple in `items`, in order. `function` must be a
-    module-level function (it is sent to worker processes). On one core, runs in this process."""
+    module-level function (it is sent to worker processes). Work starts in this process, and
+    workers start only if it is not done after `alone_seconds`, about what starting them costs:
+    the few images of a small or incremental run are done before a pool would be up."""
     processes = processes or cores()
-    if processes <= 1:
-        for item in items:
-            yield function(*item)
-        return
     chunks = _chunks(items, chunk_size, chunk_bytes)
+    started = time.perf_counter()
+    while (chunk := next(chunks, None)) is not None:
+        if processes > 1 and time.perf_counter() - started >= alone_seconds:
+            yield from _pooled(function, itertools.chain([chunk], chunks), processes)
+            return
+        yield from _apply(function, chunk)
+
+
+def _pooled(function, chunks, processes):
     # Workers start as fresh interpreters: a forked one would share (and count, in its resident
     # memory) every page of its parent, whose index grows with the dataset, and forking a process
     # whose TensorFlow threads hold locks (predict) can deadlock the child.

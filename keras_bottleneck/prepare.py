@@ -1,11 +1,13 @@
 """Select the subset to work on, resize it, and draw a first look at it."""
+from contextlib import closing
+
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .datasets import read_span
+from .datasets import raw_fingerprint, read_span
 from .errors import PipelineError
-from .images import decode_resized
-from .npy_stream import NpyWriter
+from .images import DRAFT_MARGIN, decode_resized
+from .incremental import write_rows
 from .parallel import ordered_map
 
 
@@ -42,17 +44,28 @@ def hold_out(labels, chosen, count, stratify, seed):
     return np.setdiff1d(chosen, held), held
 
 
+def fingerprint(img_size):
+    """What a prepared image depends on besides its source image's bytes."""
+    return {**raw_fingerprint(), "img_size": img_size, "draft_margin": DRAFT_MARGIN}
+
+
 def _decode_resized(path, offset, length, name, img_size):
     return decode_resized(read_span(path, offset, length), img_size, name)
 
 
-def write_resized(raw, indices, img_size, path):
+def write_resized(raw, indices, img_size, path, previous=None, chunk_size=64):
     """Decode and resize images `indices` of RawSplit `raw` on every core into an
-    (N, img_size, img_size, 3) uint8 .npy, holding a few images at a time."""
-    located = (raw.locate(index) + (img_size,) for index in indices)
-    with NpyWriter(path, (len(indices), img_size, img_size, 3), np.uint8) as writer:
-        for image in ordered_map(_decode_resized, located):
-            writer.write(image[None])
+    (N, img_size, img_size, 3) uint8 .npy, holding a few images at a time. Rows `previous` (an
+    incremental.Previous of earlier prepared images at this size) holds for an image's key are
+    copied instead. Returns how many images were decoded."""
+    indices = list(indices)
+    found = previous.find(raw.keys[indices]) if previous is not None else [None] * len(indices)
+    missing = (raw.locate(index) + (img_size,)
+               for index, location in zip(indices, found) if location is None)
+    with closing(ordered_map(_decode_resized, missing)) as decoded:
+        write_rows(path, (len(indices), img_size, img_size, 3), np.uint8, found, previous,
+                   decoded, chunk_size)
+    return found.count(None)
 
 
 def first_images_of_each_class(labels, per_class):

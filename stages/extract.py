@@ -13,7 +13,7 @@ from keras_bottleneck import augment, backbones, incremental, params as params_f
 from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
 from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
-from keras_bottleneck.features import extract  # noqa: E402
+from keras_bottleneck.features import extract, fingerprint  # noqa: E402
 from keras_bottleneck.npy_stream import NpyRows, read_header  # noqa: E402
 from keras_bottleneck.resources import peak_memory_mb  # noqa: E402
 
@@ -27,7 +27,7 @@ def main():
     started = time.perf_counter()
     model = backbones.build_for_extraction(params["backbone"], img_size)
     preprocess = backbones.preprocess_function(params["backbone"]["name"])
-    current = incremental.fingerprint(params["backbone"], params["extract"])
+    current = fingerprint(params["backbone"], params["extract"])
     previous, found, other = incremental.find_previous(FEATURES, current)
     copies = params["extract"]["augment_copies"]
     images = ran = 0

@@ -1,24 +1,27 @@
 """Stage preprocess: select the subset, hold out a validation split, decode and resize the images
 -> data/prepared/, and draw a first look at every class."""
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from keras_bottleneck import params as params_file  # noqa: E402
-from keras_bottleneck.atomic import atomic_path  # noqa: E402
+from keras_bottleneck import incremental, params as params_file  # noqa: E402
+from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
 from keras_bottleneck.datasets import SPLITS, RawSplit, read_classes, write_classes  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 from keras_bottleneck.npy_stream import NpyRows  # noqa: E402
-from keras_bottleneck.prepare import (first_images_of_each_class, first_look, hold_out,  # noqa: E402
-                                      select, write_resized)
+from keras_bottleneck.prepare import (first_images_of_each_class, first_look,  # noqa: E402
+                                      fingerprint, hold_out, select, write_resized)
 
-RAW, PREPARED, FIRST_LOOK = Path("data/raw"), Path("data/prepared"), Path("metrics/first_images.png")
+RAW, PREPARED = Path("data/raw"), Path("data/prepared")
+FIRST_LOOK, METRICS = Path("metrics/first_images.png"), Path("metrics/preprocess.json")
 
 
 def main():
+    started = time.perf_counter()
     prepare = params_file.load()["prepare"]
     classes = read_classes(RAW)
     raw = {name: RawSplit(RAW, name) for name in SPLITS}
@@ -29,20 +32,31 @@ def main():
     train, validation = hold_out(raw["train"].labels, chosen["train"],
                                  prepare["validation_count"], prepare["stratify"], prepare["seed"])
     chosen = {"train": train, "validation": validation, "test": chosen["test"]}
+    current = fingerprint(prepare["img_size"])
+    previous, _, _ = incremental.find_previous(PREPARED, current, rows="images")
+    decoded = 0
     with atomic_path(PREPARED, directory=True) as tmp:
         for name, indices in chosen.items():
             source = raw["test" if name == "test" else "train"]
-            write_resized(source, indices, prepare["img_size"], tmp / f"{name}_images.npy")
+            decoded += write_resized(source, indices, prepare["img_size"],
+                                     tmp / f"{name}_images.npy", previous)
             np.save(tmp / f"{name}_labels.npy", source.labels[indices])
+            np.save(tmp / f"{name}_keys.npy", source.keys[indices])
         write_classes(classes, tmp)
+        write_json(tmp / incremental.FINGERPRINT, current)
         labels = raw["train"].labels[chosen["train"]]
         rows = NpyRows(tmp / "train_images.npy")
         first = {label: list(rows.read(indices))
                  for label, indices in first_images_of_each_class(labels, 4).items()}
     with atomic_path(FIRST_LOOK) as tmp:
         first_look(first, classes, tmp)
+    images = sum(len(indices) for indices in chosen.values())
+    write_json(METRICS, {"images": images, "decoded_images": decoded,
+                         "reused_images": images - decoded,
+                         "seconds": round(time.perf_counter() - started, 3)})
     counts = ", ".join(f"{len(indices)} {name}" for name, indices in chosen.items())
-    print(f"preprocess: {counts} images at {prepare['img_size']}px -> {PREPARED}/")
+    print(f"preprocess: {counts} images at {prepare['img_size']}px -> {PREPARED}/; decoded "
+          f"{decoded}, {images - decoded} reused from earlier runs")
 
 
 if __name__ == "__main__":

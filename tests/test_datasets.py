@@ -1,4 +1,5 @@
 """Raw dataset storage: encoded images back to back in one file per split, with an index."""
+import hashlib
 import io
 
 import numpy as np
@@ -35,13 +36,15 @@ def test_bytes_come_back_as_written_in_the_chosen_order(tmp_path):
     raw = RawSplit(tmp_path, "test")
     assert raw.names == ["a/0.png", "a/1.jpg", "b/2.png"]
     assert [raw.read(i) for i in range(3)] == [images[name] for name in raw.names]
+    assert [key.tobytes() for key in raw.keys] == \
+        [hashlib.sha256(images[name]).digest() for name in raw.names]
     path, offset, length, name = raw.locate(2)
     assert (path, length, name) == (str(tmp_path / "test_images.bin"), len(images["b/2.png"]),
                                     "b/2.png")
     # A few files per split whatever the number of images, the images stored as they came.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"{split}_{kind}" for split in ("train", "test")
-        for kind in ("images.bin", "spans.npy", "labels.npy", "names.json"))
+        for kind in ("images.bin", "spans.npy", "labels.npy", "names.json", "keys.npy"))
     assert (tmp_path / "test_images.bin").stat().st_size == sum(map(len, images.values()))
 
 
@@ -49,6 +52,7 @@ def test_empty_split_round_trips(tmp_path):
     RawWriter(tmp_path, "test").close()
     raw = RawSplit(tmp_path, "test")
     assert len(raw) == 0 and raw.names == [] and raw.spans.shape == (0, 2)
+    assert raw.keys.shape == (0, 32)
 
 
 def test_missing_raw_split_tells_to_run_earlier_stages(tmp_path):

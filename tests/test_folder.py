@@ -1,5 +1,6 @@
 """The `folder` source: a directory or an archive of train/<class>/ and test/<class>/ images,
 and a one-line error for each way such a folder can be wrong."""
+import hashlib
 import shutil
 import struct
 import tarfile
@@ -12,6 +13,7 @@ import pytest
 from conftest import SHARED_CIFAR_JPG, make_folder_dataset, needs_shared, read_raw
 from PIL import Image
 
+from keras_bottleneck.datasets import RawSplit
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.folder import fetch_folder, find_root, list_split, read_tree
 from keras_bottleneck.images import load_rgb
@@ -35,9 +37,10 @@ def dataset(tmp_path):
 def read_folder(path):
     """({split: decoded images, labels and names}, classes) as fetch stores them."""
     with tempfile.TemporaryDirectory() as raw:
-        counts, classes = fetch_folder(path, raw)
+        counts, classes, checked = fetch_folder(path, raw)
         splits = {split: read_raw(raw, split) for split in ("train", "test")}
     assert counts == {split: len(splits[split].images) for split in splits}
+    assert checked == sum(counts.values())  # nothing was known: every image was checked
     return splits, classes
 
 
@@ -310,3 +313,19 @@ def test_every_unreadable_image_is_named_in_the_one_line(dataset, tmp_path):
     assert "\n" not in message
     assert message.startswith(f"{bad[0]}: not a readable image")
     assert all(str(path) in message for path in bad)
+
+
+def test_images_known_to_decode_are_not_checked_again(dataset, tmp_path):
+    first, again = tmp_path / "first", tmp_path / "again"
+    first.mkdir(), again.mkdir()
+    counts, _, _ = fetch_folder(dataset, first)
+    train = RawSplit(first, "train")
+    assert [hashlib.sha256(train.read(i)).digest() for i in range(len(train))] == \
+        [key.tobytes() for key in train.keys]
+    known = {key.tobytes() for key in train.keys[:4]}
+
+    counts_again, _, checked = fetch_folder(dataset, again, known)
+
+    assert checked == sum(counts.values()) - 4 and counts_again == counts
+    for name in sorted(path.name for path in first.iterdir()):
+        assert (again / name).read_bytes() == (first / name).read_bytes(), name

@@ -1,6 +1,7 @@
-"""Incremental extraction through the real `dvc repro`: adding, removing or changing images runs
-the backbone on those images only, and the features are byte for byte those of a from-scratch
-extraction of the same data; a change of what the features depend on re-extracts everything."""
+"""Incremental processing through the real `dvc repro`: adding, removing or changing images runs
+the backbone on those images only (and fetch's check and preprocess's decoding), and the raw,
+prepared and feature files are byte for byte those of a from-scratch run on the same data; a
+change of what the features depend on re-extracts everything."""
 import json
 import shutil
 from types import SimpleNamespace
@@ -12,29 +13,32 @@ from PIL import Image
 from _dvc_project import module_project
 from conftest import COLORS, Project, make_image
 
-SPLITS = ("train", "validation", "test")
-FEATURE_FILES = [f"{split}_{kind}.npy" for split in SPLITS for kind in ("features", "keys",
-                                                                        "labels")]
+STAGES = ("fetch", "preprocess", "extract")
+STAGE_OUTPUTS = ("raw", "prepared", "features")
 
 
-def extracted(project):
-    return json.loads((project.root / "metrics" / "extract.json").read_text())
+def stage_metrics(project):
+    return {stage: json.loads((project.root / "metrics" / f"{stage}.json").read_text())
+            for stage in STAGES}
 
 
 def from_scratch(project, tmp_path):
-    """The same prepared images extracted with nothing to reuse: the extract script run in a
-    copy without any DVC state or earlier features."""
+    """The same images with nothing to reuse: the stage scripts run in a copy without any DVC
+    state or earlier outputs."""
     copy = Project(tmp_path / "scratch", project.env)
     shutil.copytree(project.root, copy.root,
-                    ignore=shutil.ignore_patterns(".dvc", ".git", "features", "models", "metrics",
-                                                  "dvc.lock"))
-    copy.run("python", "stages/extract.py")
+                    ignore=shutil.ignore_patterns(".dvc", ".git", *STAGE_OUTPUTS, "models",
+                                                  "metrics", "dvc.lock"))
+    for stage in STAGES:
+        copy.run("python", f"stages/{stage}.py")
     return copy
 
 
-def feature_bytes(project):
-    return {name: (project.root / "data" / "features" / name).read_bytes()
-            for name in FEATURE_FILES + ["fingerprint.json"]}
+def data_bytes(project):
+    """{path: bytes} of every file of data/raw, data/prepared and data/features."""
+    data = project.root / "data"
+    return {str(path.relative_to(data)): path.read_bytes()
+            for path in sorted(data.glob("*/*")) if path.parent.name in STAGE_OUTPUTS}
 
 
 def add_image(folder, name, seed):
@@ -56,9 +60,9 @@ def steps(tmp_path_factory):
         project.set_params(**{"prepare.train_count": train_count})
         project.repro("extract")
         scratch = from_scratch(project, tmp_path_factory.mktemp("scratch")) if compare else None
-        return SimpleNamespace(metrics=extracted(project), features=feature_bytes(project),
-                               scratch_metrics=scratch and extracted(scratch),
-                               scratch_features=scratch and feature_bytes(scratch),
+        return SimpleNamespace(metrics=stage_metrics(project), data=data_bytes(project),
+                               scratch_metrics=scratch and stage_metrics(scratch),
+                               scratch_data=scratch and data_bytes(scratch),
                                total=train_count + 6)
 
     first = repro(compare=False)  # nothing to reuse: it is the from-scratch run
@@ -73,25 +77,39 @@ def steps(tmp_path_factory):
                            changed=changed)
 
 
-def test_the_first_run_extracts_every_image(steps):
-    assert steps.first.metrics["backbone_images"] == steps.first.total == 21
-    assert steps.first.metrics["reused_images"] == 0
+def test_the_first_run_processes_every_image(steps):
+    metrics = steps.first.metrics
+    assert metrics["extract"]["backbone_images"] == steps.first.total == 21
+    assert metrics["extract"]["reused_images"] == 0
+    assert metrics["preprocess"]["decoded_images"] == 21
+    assert metrics["fetch"]["checked_images"] == metrics["fetch"]["images"] == 21
 
 
-@pytest.mark.parametrize("step, ran", [("added", 2), ("removed", 0), ("changed", 1)])
-def test_only_new_and_changed_images_go_through_the_backbone(steps, step, ran):
-    result = getattr(steps, step)
-    assert result.metrics["backbone_images"] == ran
-    assert result.metrics["reused_images"] == result.total - ran
+# The dataset has every image in use: what fetch checks, preprocess decodes and the backbone
+# sees is the new and changed images, no more.
+@pytest.mark.parametrize("step, new", [("added", 2), ("removed", 0), ("changed", 1)])
+def test_only_new_and_changed_images_are_processed(steps, step, new):
+    metrics = getattr(steps, step).metrics
+    total = getattr(steps, step).total
+    assert metrics["extract"]["backbone_images"] == new
+    assert metrics["extract"]["reused_images"] == total - new
+    assert metrics["preprocess"]["decoded_images"] == new
+    assert metrics["preprocess"]["reused_images"] == total - new
+    assert metrics["fetch"]["checked_images"] == new and metrics["fetch"]["images"] == total
 
 
 @pytest.mark.parametrize("step", ["added", "removed", "changed"])
-def test_features_equal_a_from_scratch_extraction_byte_for_byte(steps, step):
+def test_outputs_equal_a_from_scratch_run_byte_for_byte(steps, step):
     result = getattr(steps, step)
-    assert result.scratch_metrics["backbone_images"] == result.total  # really from scratch
-    for name, data in result.scratch_features.items():
-        assert result.features[name] == data, name
-    train = np.frombuffer(result.features["train_features.npy"][-64:], np.uint8)
+    # Really from scratch:
+    assert result.scratch_metrics["extract"]["backbone_images"] == result.total
+    assert result.scratch_metrics["preprocess"]["decoded_images"] == result.total
+    assert result.scratch_metrics["fetch"]["checked_images"] == result.total
+    assert set(result.data) == set(result.scratch_data)
+    assert {name.split("/")[0] for name in result.data} == set(STAGE_OUTPUTS)
+    for name, data in result.scratch_data.items():
+        assert result.data[name] == data, name
+    train = np.frombuffer(result.data["features/train_features.npy"][-64:], np.uint8)
     assert train.any()  # real features, not zeros
 @pytest.mark.parametrize("change", [{"prepare.img_size": 96}, {"backbone.name": "resnet50"}])
 def test_what_the_features_depend_on_re_extracts_everything(steps, change):
@@ -100,9 +118,11 @@ def test_what_the_features_depend_on_re_extracts_everything(steps, change):
     try:
         project.set_params(**change)
         project.repro("extract")
-        metrics = extracted(project)
-        assert metrics["reused_images"] == 0
-        assert metrics["backbone_images"] == steps.changed.total
+        metrics = stage_metrics(project)
+        assert metrics["extract"]["reused_images"] == 0
+        assert metrics["extract"]["backbone_images"] == steps.changed.total
+        if "prepare.img_size" in change:  # images at another size are decoded again
+            assert metrics["preprocess"]["decoded_images"] == steps.changed.total
     finally:
         project.set_params(**{key: before[key.split(".")[0]][key.split(".")[1]]
                               for key in change})

@@ -116,7 +116,9 @@ def test_metrics_and_params_diff_list_the_change(head_change):
     assert all(entry["old"] != entry["new"] for entry in changed.values())
     every = head_change.metrics_diff_all
     assert set(every) == {"metrics/train_head.json", "metrics/train_frozen.json",
-                          "metrics/finetune.json", "metrics/extract.json", "metrics/evaluate.json"}
+                          "metrics/finetune.json", "metrics/fetch.json",
+                          "metrics/preprocess.json", "metrics/extract.json",
+                          "metrics/evaluate.json"}
     # Per-class metrics of the three methods, flattened by DVC.
     evaluated = every["metrics/evaluate.json"]
     for method in ("train_head", "train_frozen", "finetune"):

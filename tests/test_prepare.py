@@ -8,6 +8,7 @@ from PIL import Image
 from keras_bottleneck.datasets import RawSplit, RawWriter
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.images import resize
+from keras_bottleneck.incremental import Previous
 from keras_bottleneck.prepare import (first_images_of_each_class, first_look, hold_out, select,
                                       write_resized)
 
@@ -66,12 +67,25 @@ def test_write_resized(tmp_path):
             writer.add(f"{i}.png", 0, buffer.getvalue())
     path = tmp_path / "train_images.npy"
 
-    write_resized(RawSplit(tmp_path, "train"), [2, 0, 1], 16, path)
+    raw = RawSplit(tmp_path, "train")
+    assert write_resized(raw, [2, 0, 1], 16, path) == 3
 
     written = np.load(path)
     assert written.shape == (3, 16, 16, 3) and written.dtype == np.uint8
     for row, index in zip(written, [2, 0, 1]):
         np.testing.assert_array_equal(row, resize(images[index], 16))
+
+    # Rows of an earlier run, found by the source image's key, are copied, not decoded:
+    # image 0's row is marked, so that a copy can be told from a fresh decode.
+    marked = written.copy()
+    marked[1] = 7
+    np.save(tmp_path / "earlier_images.npy", marked)
+    np.save(tmp_path / "earlier_keys.npy", raw.keys[[2, 0, 1]])
+    previous = Previous([{"train": (tmp_path / "earlier_keys.npy",
+                                    tmp_path / "earlier_images.npy")}])
+    again = tmp_path / "again_images.npy"
+    assert write_resized(raw, [0, 1, 2], 16, again, previous) == 0
+    np.testing.assert_array_equal(np.load(again), marked[[1, 2, 0]])
 
 
 def test_hold_out_draws_validation_out_of_the_chosen_train_images():

@@ -91,6 +91,9 @@ def test_a_pulled_clone_runs_no_stage_and_retrains_only_the_head(ran_project, s3
     extracted = b.metrics("extract")
     assert extracted["backbone_images"] == 2
     assert extracted["reused_images"] == extracted["images"] - 2 >= before
+    # fetch and preprocess found the pulled data/raw and data/prepared just as well.
+    assert b.metrics("fetch")["checked_images"] == 2
+    assert b.metrics("preprocess")["decoded_images"] == 2
 
 
 @pytest.mark.parametrize("problem", ["unreachable endpoint", "missing bucket"])
