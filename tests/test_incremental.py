@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _dvc_project import module_project
-from conftest import COLORS, Project, make_image
+from _dvc_project import FAST_BACKBONE, module_project
+from conftest import (COLORS, Project, make_folder_dataset, make_image, make_project,
+                      subprocess_env)
 
 STAGES = ("fetch", "preprocess", "extract")
 STAGE_OUTPUTS = ("raw", "prepared", "features")
@@ -126,3 +127,41 @@ def test_what_the_features_depend_on_re_extracts_everything(steps, change):
     finally:
         project.set_params(**{key: before[key.split(".")[0]][key.split(".")[1]]
                               for key in change})
+
+
+def test_parts_extracted_on_other_machines_are_reused(tmp_path):
+    """README, "Outgrowing one machine": two clones each extract a part of the images on a
+    branch of their own and push it with the run-cache; the machine that trains fetches every
+    branch and the run-cache, and its `dvc repro` on the whole dataset processes no image a part
+    already covered."""
+    whole = make_folder_dataset(tmp_path / "images", classes=2, train=4, test=1)
+    parts = [tmp_path / "part1", tmp_path / "part2"]
+    for path in whole.rglob("*.png"):
+        relative = path.relative_to(whole)
+        for number, part in enumerate(parts):  # train images 0-1 and 2-3; the test ones both
+            if relative.parts[0] == "test" or int(path.stem) // 2 == number:
+                (part / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, part / relative)
+    env = subprocess_env(tmp_path)
+    trainer = make_project(tmp_path / "trainer", env, whole, **FAST_BACKBONE,
+                           **{"prepare.train_count": 8, "prepare.test_count": 2})
+    trainer.dvc("remote", "add", "-d", "shared", tmp_path / "remote")
+    trainer.commit("a remote the machines share")
+
+    for number, part in enumerate(parts, 1):
+        machine = Project(tmp_path / f"machine{number}", env)
+        trainer.run("git", "clone", "-q", trainer.root, machine.root)
+        machine.run("git", "checkout", "-qb", f"part{number}")
+        machine.set_params(**{"data.path": str(part), "prepare.train_count": 4})
+        machine.repro("extract")
+        assert machine.metrics("extract")["backbone_images"] == 6  # 4 train, 2 test
+        machine.commit(f"part {number}")
+        machine.dvc("push", "--run-cache")
+        machine.run("git", "push", "-q", "origin", f"part{number}")
+
+    trainer.dvc("fetch", "--all-branches", "--run-cache")
+    assert trainer.repro("extract") == ["fetch", "preprocess", "extract"]
+    extracted = trainer.metrics("extract")
+    assert extracted["backbone_images"] == 0 and extracted["reused_images"] == 10
+    assert trainer.metrics("preprocess")["decoded_images"] == 0
+    assert trainer.metrics("fetch")["checked_images"] == 0
