@@ -95,18 +95,16 @@ def report(evaluation, stage_metrics, extract_metrics, sizes):
         trained = stage_metrics[method]
         seconds = trained["train_seconds"]
         peak = trained.get("peak_memory_mb", 0)
+        time_text = f"{seconds:.0f} s"
+        if method == "train_head":
+            before = extract_metrics["seconds"]
+            time_text = f"{before + seconds:.0f} s (extract {before:.0f} s once + {seconds:.0f} s)"
+        elif method == "finetune":  # it starts from train_head's head: that cost counts too
+            before = extract_metrics["seconds"] + stage_metrics["train_head"]["train_seconds"]
+            time_text = f"{before + seconds:.0f} s ({before:.0f} s before + {seconds:.0f} s)"
         if method in ("train_head", "finetune"):
-            # finetune starts from train_head's head: its time includes what that one cost.
-            before = extract_metrics["seconds"] + (
-                stage_metrics["train_head"]["train_seconds"] if method == "finetune" else 0)
-            time_text = (f"{before + seconds:.0f} s ({before:.0f} s before + {seconds:.0f} s)"
-                         if method == "finetune" else
-                         f"{before + seconds:.0f} s (extract {before:.0f} s once + "
-                         f"{seconds:.0f} s)")
             seconds += before
             peak = max(peak, extract_metrics.get("peak_memory_mb", 0))
-        else:
-            time_text = f"{seconds:.0f} s"
         if method == "train_head":
             disk = (f"{_megabytes(sizes['features'] + sizes['train_head'])} (features "
                     f"{_megabytes(sizes['features'])} + head {_megabytes(sizes['train_head'])})")

@@ -52,9 +52,6 @@ class Previous:
                 for row, key in enumerate(np.load(keys_path)):
                     self.rows.setdefault(key.tobytes(), (str(features_path), row))
 
-    def __len__(self):
-        return len(self.rows)
-
     def find(self, keys):
         """For each key, (rows file name, row) or None."""
         return [self.rows.get(key.tobytes()) for key in keys]

@@ -22,12 +22,13 @@ def main():
     import tensorflow as tf
     classes = read_classes(FEATURES)
     batch_size = params["train"]["batch_size"]
+    # Both models that take images read the same test images, preprocessed the same way.
+    images = (split_inputs(PREPARED, "images")["test"],
+              backbones.preprocess_tensor_function(params["backbone"]["name"]))
     inputs = {"train_head": (MODELS / "head.keras", split_inputs(FEATURES, "features")["test"],
                              lambda x: tf.cast(x, tf.float32)),
-              "train_frozen": (MODELS / "frozen.keras", split_inputs(PREPARED, "images")["test"],
-                               backbones.preprocess_tensor_function(params["backbone"]["name"])),
-              "finetune": (MODELS / "finetuned.keras", split_inputs(PREPARED, "images")["test"],
-                           backbones.preprocess_tensor_function(params["backbone"]["name"]))}
+              "train_frozen": (MODELS / "frozen.keras", *images),
+              "finetune": (MODELS / "finetuned.keras", *images)}
     test_images = NpyRows(PREPARED / "test_images.npy")
     results = {}
     for method, (model_path, (path, labels), transform) in inputs.items():

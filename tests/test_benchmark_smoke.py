@@ -60,8 +60,6 @@ def test_scale_benchmark_prints_and_writes_every_figure(tmp_path):
     photos = figures["photos"]
     assert photos["photos"] == 4 and photos["size"] == [320, 240]
     assert photos["folder_bytes"] <= photos["raw_bytes"] < 1.05 * photos["folder_bytes"]
-    for stage in ("fetch", "preprocess"):  # workers, if any, are counted in the peaks
-        assert photos[stage]["peak_rss_bytes"] >= photos[stage]["main_process_peak_rss_bytes"]
     assert 0 <= photos["reduced_decode_mean_abs_difference"]["mean"] < 2
     memory_targets = {name for name in figures["targets"] if name.startswith("memory_8n")}
     assert len(memory_targets) == len(SCALE_STAGES)
