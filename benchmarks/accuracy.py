@@ -21,7 +21,8 @@ PER_CLASS, VALIDATION = 100, 100
 
 # What suits about 100 images per class (README, "Augmentation and fine-tuning"): a linear
 # classifier on pooled features, trained long on 6 cached views of each image; then the top
-# two layers of MobileNet (its last depthwise-separable block) fine-tuned.
+# two layers of MobileNet (its last depthwise-separable block) fine-tuned. Unless --no-mirror,
+# every prediction is averaged with the mirror image's (predict.mirror).
 SMALL_DATA = {
     "head.filters": 0,
     "head.dropout": 0.5,
@@ -40,11 +41,11 @@ TARGETS = {
 }
 
 
-def measure(workdir, img_size, dataset=DATASET, weights=MOBILENET):
+def measure(workdir, img_size, dataset=DATASET, weights=MOBILENET, mirror=True):
     settings = {"prepare.img_size": img_size, "prepare.stratify": True,
                 "prepare.validation_count": VALIDATION, "backbone.name": "mobilenet",
                 "backbone.alpha": 0.25, "backbone.weights": str(weights),
-                "train_frozen.epochs": 9, **SMALL_DATA}
+                "train_frozen.epochs": 9, "predict.mirror": mirror, **SMALL_DATA}
     project = DvcProject(Path(workdir) / f"project_{img_size}", PER_CLASS * 10, settings,
                          dataset=dataset, test_count=PER_CLASS * 10)
     progress(f"{img_size} px: the pipeline without views")
@@ -99,15 +100,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--img-size", type=int, nargs="+", default=[139, 224],
                         help="the targets are checked on the first")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="predict.mirror false: score each image alone")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     missing = [str(path) for path in (DATASET, MOBILENET) if not path.exists()]
     if missing:
         sys.exit(f"error: {', '.join(missing)} not found: this benchmark needs ../shared")
     with tempfile.TemporaryDirectory() as workdir:
-        runs = [measure(workdir, size) for size in args.img_size]
+        runs = [measure(workdir, size, mirror=not args.no_mirror) for size in args.img_size]
     figures = {"conditions": conditions(per_class=PER_CLASS, validation=VALIDATION,
-                                        augment_copies=COPIES, **SMALL_DATA),
+                                        augment_copies=COPIES, **SMALL_DATA,
+                                        **{"predict.mirror": not args.no_mirror}),
                "runs": runs, **{key: runs[0][key] for key in ("best", "gains")}}
     report(figures, TARGETS, print_table, args.json)
 

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
-from .training import dataset
+from .training import scoring_dataset
 
 # method -> (how the report names it, its training stage)
 METHODS = {
@@ -17,8 +17,9 @@ METHODS = {
 
 
 def predict(model, inputs_path, labels, batch_size, transform=None):
-    """Class probabilities for every row of `inputs_path`, read batch by batch, in order."""
-    batches = dataset(inputs_path, labels, batch_size, transform)
+    """Class probabilities for every row of `inputs_path` (or pair of paths, see
+    training.scoring_dataset), read batch by batch, in order."""
+    batches = scoring_dataset(inputs_path, labels, batch_size, transform)
     return np.concatenate([np.asarray(model.predict_on_batch(x)) for x, _ in batches]
                           or [np.zeros((0, model.output_shape[-1]), np.float32)])
 
@@ -136,5 +137,9 @@ def report(evaluation, stage_metrics, extract_metrics, sizes):
                    "No validation split (prepare.validation_count is 0, the original's way): each "
                    "model is its last epoch, and the per-epoch curves are test-split scores, so a "
                    "'best epoch' read off them overstates accuracy. Set "
-                   "prepare.validation_count to choose the epoch honestly."), ""]
+                   "prepare.validation_count to choose the epoch honestly.")]
+    if stage_metrics["train_head"].get("mirrored"):
+        lines.append("Every prediction is the mean of the model's for the image and for its "
+                     "mirror image (predict.mirror).")
+    lines.append("")
     return "\n".join(lines)

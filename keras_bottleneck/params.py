@@ -117,6 +117,7 @@ SCHEMA = {
         "learning_rate": (1e-5, _positive_number),
         "epochs": (2, _positive_int),
     },
+    "predict": {"mirror": (False, _bool)},
     "export": {"model": ("head", _one_of("head", "finetune"))},
     "evaluate": {"mistakes": (16, _positive_int)},
 }

@@ -1,6 +1,7 @@
 """Train a model on (inputs, labels), then write the model, a metrics summary and the history."""
 import csv
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -112,22 +113,39 @@ def write_history(history, path):
             writer.writerow([epoch] + [repr(float(v)) for v in values])
 
 
+def _validation(scorer, val_data):
+    """A callback scoring `scorer` on `val_data` after every epoch into the epoch's logs, as
+    fit's own validation would, but with a model other than the one trained (see mirror)."""
+    import keras
+
+    def score(epoch, logs):
+        logs["val_loss"], logs["val_accuracy"] = scorer.evaluate(val_data, verbose=0)
+    return keras.callbacks.LambdaCallback(on_epoch_end=score)
+
+
 def train(model, train_data, val_data, epochs, learning_rate, model_path, metrics_path,
-          history_path, test_data=None):
+          history_path, test_data=None, scorer=None):
     """Fit with Adam on sparse labels, scoring `val_data` after every epoch; write the model,
     the metrics summary and the per-epoch history. With `test_data` (a validation split was
     held out), the weights of the best validation epoch are kept and the test split is scored
     once, on them. Without, `val_data` is the test split (the original's way): the last
-    epoch's model is kept and its test figures reported."""
+    epoch's model is kept and its test figures reported. With predict.mirror, `scorer` is
+    `model` averaged over each image and its mirror image (mirror.on_images, on_features),
+    sharing its weights: it does the scoring, on its own kind of inputs."""
     import keras
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    scoring = {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), **scoring)
+    if scorer is not None:  # only evaluated: it needs no optimizer
+        scorer.compile(**scoring)
     timer, epoch_seconds = _epoch_timer()
     best = _BestWeights()
     started = time.perf_counter()
-    history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=2,
+    validation = ({"validation_data": val_data, "callbacks": [timer, best.callback]}
+                  if scorer is None else
+                  {"callbacks": [timer, _validation(scorer, val_data), best.callback]})
+    history = model.fit(train_data, epochs=epochs, verbose=2,
                         shuffle=False,  # the tf.data pipeline shuffles, seeded
-                        callbacks=[timer, best.callback]).history
+                        **validation).history
     train_seconds = time.perf_counter() - started
     accuracy = history["val_accuracy"]
     best_epoch = int(np.argmax(accuracy))
@@ -135,7 +153,7 @@ def train(model, train_data, val_data, epochs, learning_rate, model_path, metric
         test_loss, test_accuracy = history["val_loss"][-1], accuracy[-1]
     else:
         model.set_weights(best.weights)
-        test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
+        test_loss, test_accuracy = (scorer or model).evaluate(test_data, verbose=0)
     with atomic_path(model_path) as model_tmp:
         model.save(model_tmp)
     write_history(history, history_path)
@@ -143,6 +161,7 @@ def train(model, train_data, val_data, epochs, learning_rate, model_path, metric
         "test_accuracy": round(float(test_accuracy), 6),
         "test_loss": round(float(test_loss), 6),
         "val_split": "test" if test_data is None else "validation",
+        "mirrored": scorer is not None,
         "best_epoch": best_epoch + 1,
         "best_val_accuracy": round(float(accuracy[best_epoch]), 6),
         "epochs": epochs,
@@ -156,23 +175,37 @@ def train(model, train_data, val_data, epochs, learning_rate, model_path, metric
     return metrics
 
 
-def run_training_stage(stage, model, splits, transform, params, model_path, sampler=None):
+def scoring_dataset(inputs, labels, batch_size, transform=None):
+    """`dataset` over a .npy file, in order; or over a pair of them read side by side (an
+    image's features and its mirror image's), as ((x, x_mirrored), labels)."""
+    if isinstance(inputs, (str, Path)):
+        return dataset(inputs, labels, batch_size, transform)
+    import tensorflow as tf
+    first, second = (dataset(path, labels, batch_size, transform) for path in inputs)
+    return tf.data.Dataset.zip(first, second).map(lambda a, b: ((a[0], b[0]), a[1]))
+
+
+def run_training_stage(stage, model, splits, transform, params, model_path, sampler=None,
+                       scorer=None):
     """Train as stage `stage` (train_head, train_frozen or finetune) on {split: (.npy path,
     labels)} and write models/..., metrics/<stage>.json and metrics/<stage>_history.csv, with
     the learning rate of params[stage] if it has one, else train's. The validation split, when
     there is one, picks the epoch; otherwise the test split plays its part. A `sampler` (see
-    `dataset`) reads the train split."""
+    `dataset`) reads the train split; a `scorer` (see `train`) scores the others, whose path
+    may then be a pair of paths (see `scoring_dataset`)."""
     settings = params["train"]
     batch_size = settings["batch_size"]
     train_data = dataset(*splits["train"], batch_size, transform, settings["seed"], sampler)
-    test_data = dataset(*splits["test"], batch_size, transform)
+    test_data = scoring_dataset(*splits["test"], batch_size, transform)
     held_out = len(splits["validation"][1]) > 0
-    val_data = dataset(*splits["validation"], batch_size, transform) if held_out else test_data
+    val_data = (scoring_dataset(*splits["validation"], batch_size, transform) if held_out
+                else test_data)
     learning_rate = params[stage].get("learning_rate", settings["learning_rate"])
     metrics = train(model, train_data, val_data, params[stage]["epochs"], learning_rate,
                     model_path, f"metrics/{stage}.json", f"metrics/{stage}_history.csv",
-                    test_data if held_out else None)
+                    test_data if held_out else None, scorer)
     chosen = (f"epoch {metrics['best_epoch']} chosen on validation" if held_out else
               f"best on test {metrics['best_val_accuracy']:.3f} at epoch {metrics['best_epoch']}")
-    print(f"{stage}: test accuracy {metrics['test_accuracy']:.3f} ({chosen})")
+    mirrored = ", each prediction averaged with its mirror image's" if scorer is not None else ""
+    print(f"{stage}: test accuracy {metrics['test_accuracy']:.3f} ({chosen}{mirrored})")
     return metrics

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keras_bottleneck import backbones, evaluation, params as params_file  # noqa: E402
+from keras_bottleneck import backbones, evaluation, mirror, params as params_file  # noqa: E402
 from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
 from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
@@ -25,7 +25,11 @@ def main():
     # Both models that take images read the same test images, preprocessed the same way.
     images = (split_inputs(PREPARED, "images")["test"],
               backbones.preprocess_tensor_function(params["backbone"]["name"]))
-    inputs = {"train_head": (MODELS / "head.keras", split_inputs(FEATURES, "features")["test"],
+    mirrored = params["predict"]["mirror"]
+    features, labels = split_inputs(FEATURES, "features")["test"]
+    if mirrored:  # see mirror: the head also scores the mirror images' features
+        features = (features, mirror.features_path(FEATURES, "test"))
+    inputs = {"train_head": (MODELS / "head.keras", (features, labels),
                              lambda x: tf.cast(x, tf.float32)),
               "train_frozen": (MODELS / "frozen.keras", *images),
               "finetune": (MODELS / "finetuned.keras", *images)}
@@ -33,6 +37,8 @@ def main():
     results = {}
     for method, (model_path, (path, labels), transform) in inputs.items():
         model = keras.models.load_model(model_path)
+        if mirrored:
+            model = (mirror.on_features if method == "train_head" else mirror.on_images)(model)
         probabilities = evaluation.predict(model, path, labels, batch_size, transform)
         predicted = probabilities.argmax(axis=1)
         results[method] = evaluation.class_metrics(labels, predicted, classes)

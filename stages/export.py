@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keras_bottleneck import backbones, classifier, finetuning, params as params_file  # noqa: E402
+from keras_bottleneck import (backbones, classifier, finetuning, mirror,  # noqa: E402
+                              params as params_file)
 from keras_bottleneck.datasets import read_classes  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 
@@ -28,6 +29,8 @@ def main():
                                                   params["prepare"]["img_size"])
         feature_dtype = params["extract"]["dtype"]
     model = classifier.build(backbone, params["backbone"]["name"], head, feature_dtype)
+    if params["predict"]["mirror"]:
+        model = mirror.on_images(model, name="classifier")
     classifier.save(model, classes, MODELS / "classifier.keras", MODELS / "classes.json",
                     MODELS / "classifier_savedmodel")
     print(f"export: {params['export']['model']} as {MODELS}/classifier.keras "

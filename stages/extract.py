@@ -9,7 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from keras_bottleneck import augment, backbones, incremental, params as params_file  # noqa: E402
+from keras_bottleneck import (augment, backbones, incremental, mirror,  # noqa: E402
+                              params as params_file)
 from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
 from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
@@ -41,6 +42,9 @@ def main():
                 inputs.append((augment.VIEWS, augment.CachedViews(source, keys, copies,
                                                                   params["augment"]),
                                augment.view_keys(keys, copies, params["augment"])))
+            if name in mirror.SPLITS and params["predict"]["mirror"]:
+                inputs.append((name + mirror.SUFFIX, mirror.MirroredRows(source),
+                               mirror.keys(keys)))
             for stored, rows, row_keys in inputs:
                 with tqdm(total=len(rows), desc=f"extract {stored}", unit="img") as bar:
                     shape, computed = extract(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keras_bottleneck import augment, backbones, params as params_file  # noqa: E402
+from keras_bottleneck import augment, backbones, mirror, params as params_file  # noqa: E402
 from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
 from keras_bottleneck.errors import PipelineError, run_stage  # noqa: E402
 from keras_bottleneck.finetuning import finetune_model  # noqa: E402
@@ -34,7 +34,8 @@ def main():
     run_training_stage("finetune", model, splits,
                        backbones.preprocess_tensor_function(params["backbone"]["name"]), params,
                        "models/finetuned.keras",
-                       sampler=augment.OnTheFly(splits["train"][0], params["augment"]))
+                       sampler=augment.OnTheFly(splits["train"][0], params["augment"]),
+                       scorer=mirror.on_images(model) if params["predict"]["mirror"] else None)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keras_bottleneck import backbones, params as params_file  # noqa: E402
+from keras_bottleneck import backbones, mirror, params as params_file  # noqa: E402
 from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 from keras_bottleneck.heads import frozen_model  # noqa: E402
@@ -22,7 +22,8 @@ def main():
     backbone = backbones.build(params["backbone"], read_header(splits["train"][0])[0][1])
     model = frozen_model(backbone, params["head"], len(classes))
     preprocess = backbones.preprocess_tensor_function(params["backbone"]["name"])
-    run_training_stage("train_frozen", model, splits, preprocess, params, "models/frozen.keras")
+    run_training_stage("train_frozen", model, splits, preprocess, params, "models/frozen.keras",
+                       scorer=mirror.on_images(model) if params["predict"]["mirror"] else None)
 
 
 if __name__ == "__main__":

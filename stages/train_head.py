@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keras_bottleneck import augment, params as params_file  # noqa: E402
+from keras_bottleneck import augment, mirror, params as params_file  # noqa: E402
 from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
 from keras_bottleneck.errors import run_stage  # noqa: E402
 from keras_bottleneck.heads import feature_head_model  # noqa: E402
@@ -31,8 +31,14 @@ def main():
         sampler = augment.RandomView(splits["train"][0], views, copies)
         print(f"train_head: each epoch shows each train image as itself or one of its "
               f"{copies} cached views")
+    scorer = None
+    if params["predict"]["mirror"]:
+        scorer = mirror.on_features(model)
+        for name in mirror.SPLITS:
+            path, labels = splits[name]
+            splits[name] = ((path, mirror.features_path(FEATURES, name)), labels)
     run_training_stage("train_head", model, splits, to_float32, params, "models/head.keras",
-                       sampler)
+                       sampler, scorer)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import keras
 import numpy as np
 import pytest
-from PIL import Image
 
 from _dvc_project import (UP_TO_DATE, declared_outputs, dvc_yaml, module_project,
                           npy_shape, snapshot, stage_names, varies)
-from conftest import COLORS, REPO_ROOT, make_image, ran_stages
+from conftest import REPO_ROOT, ran_stages
 
 UPSTREAM_OUTPUTS = ("data/raw", "data/prepared", "data/features")
 
@@ -205,6 +205,56 @@ def test_finetune_param_reruns_finetune_and_what_depends_on_it_alone(finetune_ch
 
 
 @pytest.fixture(scope="module")
+def mirror_change(tiny):
+    """predict.mirror from false to true."""
+    project, root = tiny.project, tiny.project.root
+    features = root / "data/features"
+    before = {path.name: path.read_bytes() for path in features.glob("*_features.npy")}
+    ran, status = repro_after(project, lambda: project.set_params(**{"predict.mirror": True}))
+    classifier = keras.models.load_model(root / "models/classifier.keras")
+    images = np.load(root / "data/prepared/test_images.npy")
+    return SimpleNamespace(
+        ran=ran, status=status, before=before, project=project,
+        after={path.name: path.read_bytes() for path in features.glob("*_features.npy")},
+        metrics={stage: project.metrics(stage)
+                 for stage in ("extract", "train_head", "train_frozen", "finetune")},
+        evaluate=json.loads((root / "metrics/evaluate.json").read_text()),
+        report=(root / "metrics/report.md").read_text(),
+        probabilities=classifier.predict(images, verbose=0),
+        of_mirrored=classifier.predict(images[:, :, ::-1], verbose=0))
+
+
+def test_mirror_reruns_extract_on_the_mirror_images_alone_and_everything_that_scores(
+        mirror_change):
+    change = mirror_change
+    assert change.ran == ["extract", "train_head", "train_frozen", "finetune", "export",
+                          "evaluate"]
+    test_count = npy_shape(change.project.root / "data/features/test_features.npy")[0]
+    # The features already stored are reused as they are; the backbone ran on the test split's
+    # mirror images only (no validation split here), never on train images.
+    assert change.metrics["extract"]["backbone_images"] == test_count
+    assert set(change.after) == set(change.before) | {"validation_mirrored_features.npy",
+                                                      "test_mirrored_features.npy"}
+    for name, data in change.before.items():
+        assert change.after[name] == data, f"{name} changed"
+    assert change.after["test_mirrored_features.npy"] != change.after["test_features.npy"]
+    assert UP_TO_DATE in change.status
+
+
+def test_mirror_scores_every_method_and_exports_a_mirror_symmetric_classifier(mirror_change):
+    change = mirror_change
+    for stage in ("train_head", "train_frozen", "finetune"):
+        assert change.metrics[stage]["mirrored"] is True
+        # evaluate scores the saved models the way training scored them
+        assert change.evaluate[stage]["accuracy"] == pytest.approx(
+            change.metrics[stage]["test_accuracy"], abs=1e-6)
+    assert "mirror image (predict.mirror)" in change.report
+    # An image and its mirror image get the same probabilities from the exported classifier.
+    np.testing.assert_allclose(change.probabilities, change.of_mirrored, rtol=1e-4, atol=1e-6)
+    assert change.probabilities.shape[0] > 1
+
+
+@pytest.fixture(scope="module")
 def img_size_change(tiny):
     project, root = tiny.project, tiny.project.root
     # 32 px more is one more step of the backbone's total stride: the feature map grows too.
@@ -228,32 +278,6 @@ def test_img_size_change_reruns_everything_after_fetch(img_size_change):
     assert change.features[1] > change.features_before[1]
     assert change.features[3] == change.features_before[3]  # same backbone channels
     assert UP_TO_DATE in change.status
-
-
-@pytest.fixture(scope="module")
-def image_added(tiny):
-    project, root = tiny.project, tiny.project.root
-    raw_before = npy_shape(root / "data/raw/train_labels.npy")[0]
-    inputs = ("data/prepared/train_images.npy", "data/features/train_features.npy")
-    before = {name: (root / name).read_bytes() for name in inputs}
-    # Sorts right after 000.png, so it falls within the first prepare.train_count images.
-    added = tiny.images / "train" / "class_0" / "000_added.png"
-
-    def add_image():
-        pixels = make_image(np.random.default_rng(99), COLORS[0], (52, 36))
-        Image.fromarray(pixels).save(added)
-    ran, status = repro_after(project, add_image)
-    return SimpleNamespace(ran=ran, status=status, raw_before=raw_before, before=before,
-                           raw_after=npy_shape(root / "data/raw/train_labels.npy")[0],
-                           after={name: (root / name).read_bytes() for name in inputs})
-
-
-def test_added_image_reruns_every_stage(image_added, tiny):
-    assert set(image_added.ran) == stage_names(tiny.project.root)
-    assert image_added.raw_after == image_added.raw_before + 1
-    for name, data in image_added.after.items():  # the new image is among those used
-        assert data != image_added.before[name], f"{name} did not change"
-    assert UP_TO_DATE in image_added.status
 
 
 def test_metrics_show_puts_the_methods_side_by_side(tiny):

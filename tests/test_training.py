@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_bottleneck import backbones, params as params_file, training
+from keras_bottleneck import backbones, mirror, params as params_file, training
 from keras_bottleneck.heads import feature_head_model, frozen_model
 from conftest import COLORS, make_image
 
@@ -198,3 +198,36 @@ def test_train_head_twice_with_the_same_seed_is_identical(project):
     assert len(first_weights) == len(second_weights) == 4
     for a, b in zip(first_weights, second_weights):
         assert np.array_equal(a, b)
+
+
+def test_a_scorer_chooses_the_epoch_and_scores_the_test_split(tmp_path):
+    """mirror.on_features as the scorer: validation and test are scored on pairs of feature
+    files, the plain head is trained and saved, and its best epoch is the scorer's."""
+    rng = np.random.default_rng(1)
+    splits, labels = {}, {}
+    for name, count in (("train", 48), ("validation", 24), ("test", 24)):
+        labels[name] = rng.integers(0, 3, count)
+        for suffix in ("", "_mirrored"):
+            np.save(tmp_path / f"{name}{suffix}.npy",
+                    rng.normal(size=(count, 2, 2, 8)).astype(np.float32))
+    train_data = training.dataset(tmp_path / "train.npy", labels["train"], 8, shuffle_seed=0)
+    pairs = {name: training.scoring_dataset(
+        (tmp_path / f"{name}.npy", tmp_path / f"{name}_mirrored.npy"), labels[name], 8)
+        for name in ("validation", "test")}
+    keras.utils.set_random_seed(0)
+    model = feature_head_model((2, 2, 8), DEFAULT_HEAD, 3)
+    paths = [tmp_path / name for name in ("head.keras", "metrics.json", "history.csv")]
+
+    metrics = training.train(model, train_data, pairs["validation"], 8, 0.01, *paths,
+                             test_data=pairs["test"], scorer=mirror.on_features(model))
+
+    with open(paths[2], newline="") as file:
+        accuracy = [float(row["val_accuracy"]) for row in csv.DictReader(file)]
+    assert len(set(accuracy)) > 1  # the scorer's figures, epoch by epoch
+    assert metrics["mirrored"] is True and metrics["best_epoch"] == int(np.argmax(accuracy)) + 1
+    saved = mirror.on_features(keras.models.load_model(paths[0]))
+    saved.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert saved.evaluate(pairs["validation"], verbose=0)[1] == pytest.approx(max(accuracy))
+    test_loss, test_accuracy = saved.evaluate(pairs["test"], verbose=0)
+    assert metrics["test_accuracy"] == round(test_accuracy, 6)
+    assert metrics["test_loss"] == pytest.approx(test_loss, abs=1e-5)

@@ -1,0 +1,75 @@
+"""Test-time mirroring (predict.mirror): a prediction is the mean of the class probabilities for
+the image and for its left-right mirror image. Models are trained and saved as they are; only
+scoring (validation, test), evaluate and the exported classifier average.
+
+For the head on bottleneck features, the mirror images' features are extracted once like the
+others: data/features/<split>_mirrored_features.npy for the validation and test splits. They are
+never trained on (the train split's views hold mirrored crops when augment.flip is set).
+"""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PipelineError
+
+# data/features/<split><SUFFIX>_features.npy: the features of the split's mirrored images.
+SUFFIX = "_mirrored"
+SPLITS = ("validation", "test")
+
+
+def features_path(directory, split):
+    """The stored features of `split`'s mirror images; one PipelineError if extract did not
+    write them."""
+    path = Path(directory) / f"{split}{SUFFIX}_features.npy"
+    if not path.exists():
+        raise PipelineError(f"{path} is missing: predict.mirror needs the mirror images' "
+                            "features; run `dvc repro` (extract writes them)")
+    return path
+
+
+def flip_rows(images):
+    """Left-right mirror images of a batch of HxWxC images."""
+    return np.asarray(images)[:, :, ::-1]
+
+
+def keys(image_keys):
+    """Keys of the mirror images (see incremental.row_keys): each the SHA-256 of the image's key
+    and a tag, so that their features are reused like any other row's, never mixed up with the
+    image's own."""
+    return np.stack([np.frombuffer(hashlib.sha256(bytes(key) + b"mirrored").digest(), np.uint8)
+                     for key in image_keys]) if len(image_keys) else np.zeros((0, 32), np.uint8)
+
+
+class MirroredRows:
+    """The mirror images of NpyRows `images`, read by index like NpyRows."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def read(self, indices):
+        return flip_rows(self.images.read(indices))
+
+
+def on_images(model, name=None):
+    """`model` (images in, probabilities out) averaged over each image and its mirror image: one
+    Keras model sharing `model`'s weights, built from Keras ops only."""
+    import keras
+    inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
+    mirrored = keras.ops.flip(inputs, axis=2)
+    outputs = keras.layers.Average()([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_mirrored")
+
+
+def on_features(head):
+    """`head` averaged over a pair of inputs: an image's features and its mirror image's."""
+    import keras
+    shape = head.input_shape[1:]
+    features = keras.Input(shape, name="features")
+    mirrored = keras.Input(shape, name="mirrored_features")
+    return keras.Model([features, mirrored], keras.layers.Average()([head(features),
+                                                                      head(mirrored)]),
+                       name=f"{head.name}_mirrored")
