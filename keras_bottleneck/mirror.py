@@ -28,17 +28,12 @@ def features_path(directory, split):
     return path
 
 
-def flip_rows(images):
-    """Left-right mirror images of a batch of HxWxC images."""
-    return np.asarray(images)[:, :, ::-1]
-
-
 def keys(image_keys):
     """Keys of the mirror images (see incremental.row_keys): each the SHA-256 of the image's key
     and a tag, so that their features are reused like any other row's, never mixed up with the
     image's own."""
-    return np.stack([np.frombuffer(hashlib.sha256(bytes(key) + b"mirrored").digest(), np.uint8)
-                     for key in image_keys]) if len(image_keys) else np.zeros((0, 32), np.uint8)
+    return np.array([list(hashlib.sha256(bytes(key) + b"mirrored").digest())
+                     for key in image_keys], np.uint8).reshape(-1, 32)
 
 
 class MirroredRows:
@@ -51,7 +46,7 @@ class MirroredRows:
         return len(self.images)
 
     def read(self, indices):
-        return flip_rows(self.images.read(indices))
+        return np.asarray(self.images.read(indices))[:, :, ::-1]
 
 
 def on_images(model, name=None):
