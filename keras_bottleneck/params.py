@@ -1,9 +1,9 @@
 """Load params.yaml, fill in defaults and validate every value before any heavy work."""
-import re
 import sys
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from . import backbones
 from .errors import PipelineError
@@ -132,7 +132,8 @@ def validate(raw, source="params.yaml"):
         raise PipelineError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     params = {}
     for section, keys in SCHEMA.items():
-        given = raw.get(section) or {}
+        given = raw.get(section)
+        given = {} if given is None else given  # an empty section: every default
         if not isinstance(given, dict):
             raise PipelineError(f"{source}: '{section}' must be a mapping of keys, "
                                 f"got {given!r}")
@@ -152,24 +153,15 @@ def validate(raw, source="params.yaml"):
     return params
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML follows YAML 1.1, where 1e-3 (no dot) is a string; DVC reads params with YAML 1.2,
-    where it is a float. Read numbers as DVC does, so `-S train.learning_rate=1e-3` works."""
-
-
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                              re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
-                              list("-+0123456789."))
-
-
 def load(path="params.yaml"):
-    """Read and validate a params file."""
+    """Read and validate a params file, as DVC reads it (YAML 1.2, where `yes` is a string and
+    1e-3 a number; PyYAML's YAML 1.1 reads them the other way round)."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        raw = YAML(typ="safe").load(path.read_text())
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run the stage from the project's root") from None
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
     params = validate(raw, str(path))
     backbones.check(params["backbone"], params["prepare"]["img_size"])

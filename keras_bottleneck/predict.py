@@ -1,7 +1,9 @@
 """Classify images with the exported classifier.
 
-    python -m keras_bottleneck.predict PATH... [--model models/classifier.keras]
-                                               [--output predictions.csv] [--top-k 3]
+    keras-bottleneck predict PATH... [--model models/classifier.keras]
+                                     [--output predictions.csv] [--top-k 3]
+
+(`python -m keras_bottleneck.predict` is the same command.)
 
 PATH: image files, folders (searched recursively) or .tar/.tar.gz/.zip archives. Writes one CSV
 row per image (file, predicted class, its probability, the top k) and prints a short table. An
@@ -26,9 +28,10 @@ from .parallel import ordered_map
 SHOWN_ROWS = 20
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m keras_bottleneck.predict",
-                                     description=__doc__.split("\n\n")[0])
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def add_arguments(parser):
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="image files, folders (recursively) or .tar/.tar.gz/.zip archives")
     parser.add_argument("--model", default="models/classifier.keras",
@@ -38,10 +41,19 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=16,
                         help="images per forward pass (extract.batch_size gives the features "
                              "extract computed, bit for bit)")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="keras-bottleneck predict", description=DESCRIPTION)
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    check_arguments(parser, args)
+    return args
+
+
+def check_arguments(parser, args):
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be 1 or more")
-    return args
 
 
 def _is_archive(path):
@@ -158,7 +170,10 @@ def classify(model, classes, sources, output, top_k, batch_size, progress=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    run(parse_args(argv))
+
+
+def run(args):
     sources = ImageListing(args.paths)
     sources.warn_skipped()
     if not len(sources):

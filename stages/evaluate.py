@@ -1,16 +1,13 @@
 """Stage evaluate: the three methods on the test split: per-class metrics, confusion matrices,
 their most confident mistakes, and a report comparing them (metrics/report.md)."""
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from keras_bottleneck import backbones, evaluation, mirror, params as params_file  # noqa: E402
-from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
-from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
-from keras_bottleneck.errors import run_stage  # noqa: E402
-from keras_bottleneck.npy_stream import NpyRows  # noqa: E402
+from keras_bottleneck import backbones, evaluation, mirror, params as params_file
+from keras_bottleneck.atomic import atomic_path, write_json
+from keras_bottleneck.datasets import read_classes, split_inputs
+from keras_bottleneck.errors import run_stage
+from keras_bottleneck.npy_stream import NpyRows
 
 PREPARED, FEATURES, MODELS, METRICS = (Path("data/prepared"), Path("data/features"),
                                        Path("models"), Path("metrics"))

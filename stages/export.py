@@ -2,15 +2,12 @@
 or the fine-tuned model (export.model: finetune), as one classifier
 from RGB images to class probabilities: models/classifier.keras, models/classes.json and a
 SavedModel in models/classifier_savedmodel/."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from keras_bottleneck import (backbones, classifier, finetuning, mirror,  # noqa: E402
+from keras_bottleneck import (backbones, classifier, finetuning, mirror,
                               params as params_file)
-from keras_bottleneck.datasets import read_classes  # noqa: E402
-from keras_bottleneck.errors import run_stage  # noqa: E402
+from keras_bottleneck.datasets import read_classes
+from keras_bottleneck.errors import run_stage
 
 FEATURES, MODELS = Path("data/features"), Path("models")
 

@@ -1,22 +1,19 @@
 """Stage extract: images -> frozen backbone -> bottleneck features in data/features/."""
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from keras_bottleneck import (augment, backbones, incremental, mirror,  # noqa: E402
+from keras_bottleneck import (augment, backbones, incremental, mirror,
                               params as params_file)
-from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
-from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes  # noqa: E402
-from keras_bottleneck.errors import run_stage  # noqa: E402
-from keras_bottleneck.features import extract, fingerprint  # noqa: E402
-from keras_bottleneck.npy_stream import NpyRows, read_header  # noqa: E402
-from keras_bottleneck.resources import peak_memory_mb  # noqa: E402
+from keras_bottleneck.atomic import atomic_path, write_json
+from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes
+from keras_bottleneck.errors import run_stage
+from keras_bottleneck.features import extract, fingerprint
+from keras_bottleneck.npy_stream import NpyRows, read_header
+from keras_bottleneck.resources import peak_memory_mb
 
 PREPARED, FEATURES = Path("data/prepared"), Path("data/features")
 

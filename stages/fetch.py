@@ -1,16 +1,13 @@
 """Stage fetch: the raw dataset (CIFAR-10 or an image folder) -> data/raw/, images as given."""
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from keras_bottleneck import incremental, params as params_file  # noqa: E402
-from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
-from keras_bottleneck.cifar10 import fetch_cifar10  # noqa: E402
-from keras_bottleneck.datasets import raw_fingerprint  # noqa: E402
-from keras_bottleneck.errors import run_stage  # noqa: E402
-from keras_bottleneck.folder import fetch_folder  # noqa: E402
+from keras_bottleneck import incremental, params as params_file
+from keras_bottleneck.atomic import atomic_path, write_json
+from keras_bottleneck.cifar10 import fetch_cifar10
+from keras_bottleneck.datasets import raw_fingerprint
+from keras_bottleneck.errors import run_stage
+from keras_bottleneck.folder import fetch_folder
 
 RAW, METRICS = Path("data/raw"), Path("metrics/fetch.json")
 

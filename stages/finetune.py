@@ -1,16 +1,13 @@
 """Stage finetune: the head from train_head on top of the backbone, whose last layers are
 unfrozen, trained end to end at a low learning rate on freshly augmented images."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from keras_bottleneck import augment, backbones, mirror, params as params_file  # noqa: E402
-from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
-from keras_bottleneck.errors import PipelineError, run_stage  # noqa: E402
-from keras_bottleneck.finetuning import finetune_model  # noqa: E402
-from keras_bottleneck.npy_stream import read_header  # noqa: E402
-from keras_bottleneck.training import run_training_stage, seed_everything  # noqa: E402
+from keras_bottleneck import augment, backbones, mirror, params as params_file
+from keras_bottleneck.datasets import read_classes, split_inputs
+from keras_bottleneck.errors import PipelineError, run_stage
+from keras_bottleneck.finetuning import finetune_model
+from keras_bottleneck.npy_stream import read_header
+from keras_bottleneck.training import run_training_stage, seed_everything
 
 PREPARED = Path("data/prepared")
 

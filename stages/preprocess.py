@@ -1,19 +1,16 @@
 """Stage preprocess: select the subset, hold out a validation split, decode and resize the images
 -> data/prepared/, and draw a first look at every class."""
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from keras_bottleneck import incremental, params as params_file  # noqa: E402
-from keras_bottleneck.atomic import atomic_path, write_json  # noqa: E402
-from keras_bottleneck.datasets import SPLITS, RawSplit, read_classes, write_classes  # noqa: E402
-from keras_bottleneck.errors import run_stage  # noqa: E402
-from keras_bottleneck.npy_stream import NpyRows  # noqa: E402
-from keras_bottleneck.prepare import (first_images_of_each_class, first_look,  # noqa: E402
+from keras_bottleneck import incremental, params as params_file
+from keras_bottleneck.atomic import atomic_path, write_json
+from keras_bottleneck.datasets import SPLITS, RawSplit, read_classes, write_classes
+from keras_bottleneck.errors import run_stage
+from keras_bottleneck.npy_stream import NpyRows
+from keras_bottleneck.prepare import (first_images_of_each_class, first_look,
                                       fingerprint, hold_out, select, write_resized)
 
 RAW, PREPARED = Path("data/raw"), Path("data/prepared")

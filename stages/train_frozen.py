@@ -1,15 +1,12 @@
 """Stage train_frozen: train the same head end to end through the frozen backbone."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from keras_bottleneck import backbones, mirror, params as params_file  # noqa: E402
-from keras_bottleneck.datasets import read_classes, split_inputs  # noqa: E402
-from keras_bottleneck.errors import run_stage  # noqa: E402
-from keras_bottleneck.heads import frozen_model  # noqa: E402
-from keras_bottleneck.npy_stream import read_header  # noqa: E402
-from keras_bottleneck.training import run_training_stage, seed_everything  # noqa: E402
+from keras_bottleneck import backbones, mirror, params as params_file
+from keras_bottleneck.datasets import read_classes, split_inputs
+from keras_bottleneck.errors import run_stage
+from keras_bottleneck.heads import frozen_model
+from keras_bottleneck.npy_stream import read_header
+from keras_bottleneck.training import run_training_stage, seed_everything
 
 PREPARED = Path("data/prepared")
 

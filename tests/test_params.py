@@ -116,3 +116,22 @@ def test_missing_params_file(tmp_path):
 def test_top_level_that_is_not_a_mapping(tmp_path):
     with pytest.raises(PipelineError, match="expected a mapping of sections, got list"):
         params.load(write_params(tmp_path, "- prepare\n- train\n"))
+
+
+def test_yes_is_read_as_dvc_records_it_and_refused_as_not_a_boolean(tmp_path):
+    # YAML 1.2, as DVC reads params (dvc.lock, `dvc exp show`): `yes` is the string "yes", not
+    # PyYAML's (YAML 1.1) True, so the stage must not run with a value DVC records otherwise.
+    from dvc.utils.serialize import parse_yaml
+    text = "prepare:\n  shuffle: yes\n"
+    assert parse_yaml(text, "params.yaml")["prepare"]["shuffle"] == "yes"
+    with pytest.raises(PipelineError) as caught:
+        params.load(write_params(tmp_path, text))
+    assert str(caught.value) == (f"{tmp_path / 'params.yaml'}: prepare.shuffle = 'yes' is "
+                                 "invalid: it must be true or false")
+
+
+def test_a_section_written_as_a_number_is_one_line_not_the_defaults(tmp_path):
+    with pytest.raises(PipelineError) as caught:
+        params.load(write_params(tmp_path, "train: 0\n"))
+    assert "'train' must be a mapping of keys, got 0" in str(caught.value)
+    assert "\n" not in str(caught.value)
