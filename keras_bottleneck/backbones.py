@@ -62,13 +62,17 @@ def build(backbone, img_size):
     return model
 
 
-def build_for_extraction(backbone, img_size):
+def build_for_extraction(backbone, img_size, precision="float32"):
     """The backbone as extract runs it. `weights: none` means random weights: seeded, so that
     every run (and export, which must rebuild the very same backbone) gets the same bytes. A
     constant, not train.seed, so that changing train.seed does not re-extract; train_frozen
     seeds with train.seed (default 0) before the same build, so at the default both branches
-    get the same random backbone."""
+    get the same random backbone. On a GPU, `precision` bfloat16 builds it under Keras'
+    mixed_bfloat16 policy (on a CPU the engine chooses the precision: see engines)."""
     import keras
+    import tensorflow as tf
+    if precision == "bfloat16" and tf.config.list_physical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
     return build(backbone, img_size)
 

@@ -29,13 +29,17 @@ def unfreeze_top(backbone, count):
 
 
 def finetune_model(backbone, head, unfreeze):
-    """image -> backbone (last `unfreeze` weighted layers trainable) -> `head` (the trained
-    feature head, all trainable). The backbone runs with training=False: BatchNormalization
+    """image -> backbone (last `unfreeze` weighted layers trainable) [-> pooled] -> `head` (the
+    trained feature head, all trainable). The backbone runs with training=False: BatchNormalization
     stays in inference mode and its moving statistics never update."""
     import keras
+    from .heads import takes_pooled
     unfrozen = unfreeze_top(backbone, unfreeze)
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
-    outputs = head(backbone(inputs, training=False))
+    features = backbone(inputs, training=False)
+    if takes_pooled(head):  # trained on pooled features (extract.pool: avg)
+        features = keras.layers.GlobalAveragePooling2D(name="pooled")(features)
+    outputs = head(features)
     return keras.Model(inputs, outputs, name="finetuned"), unfrozen
 
 

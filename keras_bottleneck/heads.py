@@ -1,22 +1,21 @@
 """The small classifier trained on top of the backbone's features."""
 
 
-def head_layers(head, num_classes):
+def head_layers(head, num_classes, pooled=False):
     """Layers of the head, the original's by default:
     Conv2D(100, 2) -> Dropout(0.4) -> GlobalAveragePooling2D -> Dropout(0.3)
     [-> Dense(units, relu) -> Dropout(0.3) for each hidden unit count] -> Dense(classes, softmax).
     With filters 0 there is no Conv2D (nor its dropout): the features are pooled first, and
     without hidden units the head is a linear classifier on them, which overfits far less on
-    small data (see README, "Augmentation and fine-tuning")."""
+    small data (see README, "Augmentation and fine-tuning"). On `pooled` features
+    (extract.pool: avg) there is nothing left to pool."""
     import keras
     layers = [
         keras.layers.Conv2D(head["filters"], head["kernel_size"], name="head_conv"),
         keras.layers.Dropout(head["conv_dropout"]),
     ] if head["filters"] else []
-    layers += [
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dropout(head["dropout"]),
-    ]
+    layers += [] if pooled else [keras.layers.GlobalAveragePooling2D()]
+    layers.append(keras.layers.Dropout(head["dropout"]))
     for units in head["hidden_units"]:
         layers += [keras.layers.Dense(units, activation="relu"),
                    keras.layers.Dropout(head["dropout"])]
@@ -24,9 +23,9 @@ def head_layers(head, num_classes):
     return layers
 
 
-def apply_head(inputs, head, num_classes):
+def apply_head(inputs, head, num_classes, pooled=False):
     x = inputs
-    for layer in head_layers(head, num_classes):
+    for layer in head_layers(head, num_classes, pooled):
         x = layer(x)
     return x
 
@@ -34,6 +33,13 @@ def apply_head(inputs, head, num_classes):
 def check_fits(feature_shape, head):
     """The head's Conv2D needs a feature map at least kernel_size on each side."""
     from .errors import PipelineError
+    if len(feature_shape) == 1 and head["filters"]:
+        raise PipelineError(
+            f"the features are pooled (extract.pool: avg, {feature_shape[0]} values an image) "
+            f"but head.filters is {head['filters']}: a Conv2D needs the feature map; set "
+            "head.filters to 0 (pool first) or extract.pool to none")
+    if len(feature_shape) == 1:
+        return
     side = min(feature_shape[:2])
     if head["filters"] and side < head["kernel_size"]:
         raise PipelineError(
@@ -47,7 +53,13 @@ def feature_head_model(feature_shape, head, num_classes):
     import keras
     check_fits(feature_shape, head)
     inputs = keras.Input(shape=feature_shape, name="features")
-    return keras.Model(inputs, apply_head(inputs, head, num_classes), name="head")
+    outputs = apply_head(inputs, head, num_classes, pooled=len(feature_shape) == 1)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def takes_pooled(head_model):
+    """Whether a trained head takes pooled features (a vector an image, not a feature map)."""
+    return len(head_model.input_shape) == 2
 
 
 def frozen_model(backbone, head, num_classes):

@@ -90,6 +90,9 @@ SCHEMA = {
         "batch_size": (16, _positive_int),
         "dtype": ("float16", _one_of("float16", "float32")),
         "augment_copies": (0, _non_negative_int),
+        "engine": ("openvino", _one_of("openvino", "tensorflow")),
+        "precision": ("float32", _one_of("float32", "bfloat16")),
+        "pool": ("none", _one_of("none", "avg")),
     },
     "augment": {
         "seed": (0, _non_negative_int),

@@ -16,6 +16,7 @@ import os
 import sys
 import tarfile
 import zipfile
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,9 @@ def add_arguments(parser):
                         help="the exported classifier; classes.json must be beside it")
     parser.add_argument("--output", default="predictions.csv", help="the CSV to write")
     parser.add_argument("--top-k", type=int, default=3, help="classes listed per image")
+    parser.add_argument("--engine", choices=("openvino", "tensorflow"),
+                        help="run the OpenVINO model export wrote beside --model (the default "
+                        "where it is there: no TensorFlow start-up) or the Keras model")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="images per forward pass (extract.batch_size gives the features "
                              "extract computed, bit for bit)")
@@ -124,36 +128,18 @@ def _decoded(name, source, img_size):
         return name, None, f"{name}: cannot be read ({error.strerror or error})"
 
 
-def predict_batches(model, images, batch_size):
-    """Probabilities for a list of images, run as a full batch (padded): the same batch shape
-    for every image, so an image's prediction does not depend on its batch-mates."""
-    batch = np.zeros((batch_size,) + images[0].shape, np.uint8)
-    batch[:len(images)] = images
-    return np.asarray(model.predict_on_batch(batch))[:len(images)]
-
-
-def classify(model, classes, sources, output, top_k, batch_size, progress=None):
-    """Predict every (name, source) of `sources`, decoding on every core and streaming rows to
-    the CSV `output`; return (the first rows, counts per class, names that failed)."""
-    img_size = model.input_shape[1]
+def classify(engine, img_size, classes, sources, output, top_k, progress=None):
+    """Predict every (name, source) of `sources` with `engine` (see classifier.load_engine),
+    decoding on every core and streaming rows to the CSV `output`; return (the first rows,
+    counts per class, names that failed). Every batch is full (the last padded): the same batch
+    shape for every image, so an image's prediction does not depend on its batch-mates."""
     top_k = min(top_k, len(classes))
-    failures, counts, first_rows, pending = [], {}, [], []
+    failures, counts, first_rows, in_flight = [], {}, [], deque()
 
-    def flush(writer):
-        probabilities = predict_batches(model, [image for _, image in pending], batch_size)
-        for (name, _), row in zip(pending, probabilities):
-            order = np.argsort(-row, kind="stable")[:top_k]
-            top = ";".join(f"{classes[i]}:{row[i]:.4f}" for i in order)
-            writer.writerow([name, classes[order[0]], f"{row[order[0]]:.4f}", top])
-            counts[classes[order[0]]] = counts.get(classes[order[0]], 0) + 1
-            if len(first_rows) < SHOWN_ROWS:
-                first_rows.append((name, classes[order[0]], float(row[order[0]])))
-        pending.clear()
-
-    with atomic_path(output) as tmp, open(tmp, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["file", "predicted", "probability", f"top_{top_k}"])
+    def batches():
+        """Padded uint8 batches of the images that decode; their names go to `in_flight`."""
         decoded = ordered_map(_decoded, ((name, source, img_size) for name, source in sources))
+        batch, names = np.zeros((engine.batch_size, img_size, img_size, 3), np.uint8), []
         for name, image, failure in decoded:
             if progress is not None:
                 progress.update(1)
@@ -161,11 +147,28 @@ def classify(model, classes, sources, output, top_k, batch_size, progress=None):
                 print(f"error: {failure}", file=sys.stderr)
                 failures.append(name)
                 continue
-            pending.append((name, image))
-            if len(pending) == batch_size:
-                flush(writer)
-        if pending:
-            flush(writer)
+            batch[len(names)] = image
+            names.append(name)
+            if len(names) == engine.batch_size:
+                in_flight.append(names)
+                yield batch.copy()
+                names = []
+        if names:
+            batch[len(names):] = 0
+            in_flight.append(names)
+            yield batch
+
+    with atomic_path(output) as tmp, open(tmp, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["file", "predicted", "probability", f"top_{top_k}"])
+        for probabilities in engine.outputs(batches()):
+            for name, row in zip(in_flight.popleft(), probabilities):
+                order = np.argsort(-row, kind="stable")[:top_k]
+                top = ";".join(f"{classes[i]}:{row[i]:.4f}" for i in order)
+                writer.writerow([name, classes[order[0]], f"{row[order[0]]:.4f}", top])
+                counts[classes[order[0]]] = counts.get(classes[order[0]], 0) + 1
+                if len(first_rows) < SHOWN_ROWS:
+                    first_rows.append((name, classes[order[0]], float(row[order[0]])))
     return first_rows, counts, failures
 
 
@@ -179,12 +182,14 @@ def run(args):
     if not len(sources):
         raise PipelineError(f"no images found in {', '.join(args.paths)}: pass image files "
                             "(.jpg, .png, ...), folders holding some, or archives of them")
-    from .classifier import load
-    model, classes = load(args.model)
+    from .classifier import load_engine, openvino_beside
+    engine = args.engine or ("openvino" if openvino_beside(args.model).is_file()
+                             else "tensorflow")
+    running, img_size, classes = load_engine(args.model, engine, args.batch_size)
     from tqdm import tqdm
     with tqdm(total=len(sources), desc="predict", unit="img", file=sys.stderr) as bar:
-        rows, counts, failures = classify(model, classes, sources, args.output, args.top_k,
-                                          args.batch_size, bar)
+        rows, counts, failures = classify(running, img_size, classes, sources, args.output,
+                                          args.top_k, bar)
     for name, predicted, probability in rows:
         print(f"{predicted:>16} {probability:6.3f}  {name}")
     predicted = sum(counts.values())

@@ -1,7 +1,7 @@
 """Stage export: the frozen backbone and the head trained on its features (export.model: head),
 or the fine-tuned model (export.model: finetune), as one classifier
 from RGB images to class probabilities: models/classifier.keras, models/classes.json and a
-SavedModel in models/classifier_savedmodel/."""
+SavedModel in models/classifier_savedmodel/ and an OpenVINO model in models/classifier_openvino/."""
 from pathlib import Path
 
 from keras_bottleneck import (backbones, classifier, finetuning, mirror,
@@ -29,10 +29,11 @@ def main():
     if params["predict"]["mirror"]:
         model = mirror.on_images(model, name="classifier")
     classifier.save(model, classes, MODELS / "classifier.keras", MODELS / "classes.json",
-                    MODELS / "classifier_savedmodel")
+                    MODELS / "classifier_savedmodel", MODELS / classifier.OPENVINO_DIR,
+                    params["extract"]["precision"])
     print(f"export: {params['export']['model']} as {MODELS}/classifier.keras "
           f"({len(classes)} classes, {params['prepare']['img_size']}px RGB in) and "
-          f"{MODELS}/classifier_savedmodel/")
+          f"{MODELS}/classifier_savedmodel/ and {MODELS}/{classifier.OPENVINO_DIR}/")
 
 
 if __name__ == "__main__":

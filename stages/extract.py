@@ -1,21 +1,22 @@
 """Stage extract: images -> frozen backbone -> bottleneck features in data/features/."""
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from keras_bottleneck import (augment, backbones, incremental, mirror,
-                              params as params_file)
+from keras_bottleneck import augment, engines, incremental, mirror, params as params_file
 from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes
 from keras_bottleneck.errors import run_stage
-from keras_bottleneck.features import extract, fingerprint
+from keras_bottleneck.features import extract
 from keras_bottleneck.npy_stream import NpyRows, read_header
 from keras_bottleneck.resources import peak_memory_mb
 
 PREPARED, FEATURES = Path("data/prepared"), Path("data/features")
+BACKBONE = Path("models/backbone")
 
 
 def main():
@@ -23,9 +24,8 @@ def main():
     classes = read_classes(PREPARED)
     img_size = read_header(PREPARED / "train_images.npy")[0][1]
     started = time.perf_counter()
-    model = backbones.build_for_extraction(params["backbone"], img_size)
-    preprocess = backbones.preprocess_function(params["backbone"]["name"])
-    current = fingerprint(params["backbone"], params["extract"])
+    engine = engines.load(BACKBONE, params, img_size)
+    current = engines.fingerprint(engine, params["extract"])
     previous, found, other = incremental.find_previous(FEATURES, current)
     copies = params["extract"]["augment_copies"]
     images = ran = 0
@@ -44,10 +44,9 @@ def main():
                                mirror.keys(keys)))
             for stored, rows, row_keys in inputs:
                 with tqdm(total=len(rows), desc=f"extract {stored}", unit="img") as bar:
-                    shape, computed = extract(
-                        model, preprocess, rows, tmp / f"{stored}_features.npy",
-                        params["extract"]["batch_size"], params["extract"]["dtype"], bar,
-                        previous, row_keys)
+                    shape, computed = extract(engine, rows, tmp / f"{stored}_features.npy",
+                                              params["extract"]["dtype"], bar, previous,
+                                              row_keys)
                 np.save(tmp / f"{stored}_keys.npy", row_keys)
                 images, ran = images + len(rows), ran + computed
         write_classes(classes, tmp)
@@ -55,11 +54,16 @@ def main():
         feature_bytes = sum(path.stat().st_size for path in tmp.glob("*_features.npy"))
     seconds = time.perf_counter() - started
     write_json("metrics/extract.json", {
-        "images": images, "augment_copies": copies, "backbone_images": ran,
+        "engine": params["extract"]["engine"], "precision": params["extract"]["precision"],
+        "pool": params["extract"]["pool"], "images": images, "augment_copies": copies,
+        "backbone_images": ran,
         "reused_images": images - ran,
         "seconds": round(seconds, 3), "images_per_second": round(images / seconds, 2),
-        "feature_bytes": feature_bytes, "peak_memory_mb": peak_memory_mb()})
-    print(f"extract: {params['backbone']['name']} features of shape {shape[1:]} -> {FEATURES}/; "
+        "feature_bytes": feature_bytes, "peak_memory_mb": peak_memory_mb(),
+        # The openvino engine runs the converted backbone alone: no TensorFlow start-up.
+        "tensorflow_imported": "tensorflow" in sys.modules})
+    print(f"extract: {params['backbone']['name']} features ({params['extract']['engine']}, "
+          f"{params['extract']['precision']}) of shape {shape[1:]} -> {FEATURES}/; "
           f"backbone ran on {ran} of {images} images ({images - ran} reused from "
           f"{found} earlier extraction(s) with the same fingerprint"
           + (f"; {other} other(s) differ" if other else "") + ")")

@@ -15,20 +15,35 @@ from keras_bottleneck import classifier
 from keras_bottleneck.errors import PipelineError
 
 
+def run_predict(project, output, *options):
+    result = project.run("python", "-m", "keras_bottleneck.predict", f"{IMAGES}/test",
+                         "--output", output, *options)
+    with open(output, newline="") as file:
+        return list(csv.DictReader(file)), result
+
+
 @pytest.fixture(scope="module")
 def exported(ran_project_template, tmp_path_factory):  # noqa: F811
-    """The ran project, and `predict` run on its test split's source image files."""
+    """The ran project (extract.engine openvino, the default), and `predict` run on its test
+    split's source image files with the default engine: the OpenVINO model export wrote."""
     project = ran_project_template
-    output = tmp_path_factory.mktemp("predict") / "predictions.csv"
-    result = project.run("python", "-m", "keras_bottleneck.predict", f"{IMAGES}/test",
-                         "--output", output)
-    with open(output, newline="") as file:
-        rows = list(csv.DictReader(file))
+    assert project.metrics("extract")["engine"] == "openvino"
+    rows, result = run_predict(project, tmp_path_factory.mktemp("predict") / "predictions.csv")
     return project, rows, result
 
 
-def test_predict_gives_the_predictions_behind_train_heads_test_accuracy(exported):
+@pytest.fixture(scope="module")
+def predicted_by_keras(exported, tmp_path_factory):
+    project, _, _ = exported
+    return run_predict(project, tmp_path_factory.mktemp("predict") / "predictions.csv",
+                       "--engine", "tensorflow")[0]
+
+
+@pytest.mark.parametrize("engine", ["openvino", "tensorflow"])
+def test_predict_gives_the_predictions_behind_train_heads_test_accuracy(
+        engine, exported, predicted_by_keras):
     project, rows, _ = exported
+    rows = rows if engine == "openvino" else predicted_by_keras
     root = project.root
     classes = json.loads((root / "models" / "classes.json").read_text())
     features = np.load(root / "data" / "features" / "test_features.npy")
@@ -55,10 +70,11 @@ def test_predict_prints_a_short_table(exported):
     assert lines[-1].startswith(f"{len(rows)} images -> ")
 
 
+# The package is installed: importing it is made to fail, as where it is not.
 FRESH_PROCESS = """
-import importlib.util, sys
+import sys
+sys.modules["keras_bottleneck"] = None
 import keras, numpy as np
-assert importlib.util.find_spec("keras_bottleneck") is None, "the project is on the path"
 model = keras.models.load_model(sys.argv[1])
 np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
 """

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from keras_bottleneck import backbones, incremental
+from keras_bottleneck import backbones, engines, incremental
 from keras_bottleneck.features import extract
 
 COUNT, BATCH = 10, 4  # 4 does not divide 10: the last batch is a short one
@@ -24,6 +24,12 @@ def resnet50():
 
 
 @pytest.fixture(scope="module")
+def engine(resnet50):
+    """The TensorFlow engine on it (engines' own tests compare it with OpenVINO's)."""
+    return engines.TensorFlowEngine(engines.extractor(resnet50, "resnet50", "none"), BATCH)
+
+
+@pytest.fixture(scope="module")
 def images_and_expected(resnet50, tmp_path_factory):
     """Random images in a .npy, and the backbone's outputs for them the plain Keras way."""
     images = np.random.default_rng(0).integers(0, 256, (COUNT, 64, 64, 3), dtype=np.uint8)
@@ -35,9 +41,8 @@ def images_and_expected(resnet50, tmp_path_factory):
     return path, expected
 
 
-def extract_to(path, resnet50, images_path, dtype, progress=None):
-    return extract(resnet50, backbones.preprocess_function("resnet50"), images_path, path, BATCH,
-                   dtype, progress)
+def extract_to(path, engine, images_path, dtype, progress=None):
+    return extract(engine, images_path, path, dtype, progress)
 
 
 def assert_close(features, expected, tolerance):
@@ -46,12 +51,12 @@ def assert_close(features, expected, tolerance):
                                atol=tolerance * np.abs(expected).max())
 
 
-def test_extract_writes_the_backbones_outputs_as_float32(resnet50, images_and_expected,
+def test_extract_writes_the_backbones_outputs_as_float32(engine, images_and_expected,
                                                          tmp_path):
     images_path, expected = images_and_expected
     progress = Progress()
 
-    shape, ran = extract_to(tmp_path / "features.npy", resnet50, images_path, "float32",
+    shape, ran = extract_to(tmp_path / "features.npy", engine, images_path, "float32",
                             progress)
 
     features = np.load(tmp_path / "features.npy")
@@ -61,11 +66,11 @@ def test_extract_writes_the_backbones_outputs_as_float32(resnet50, images_and_ex
     assert_close(features, expected, 1e-5)
 
 
-def test_extract_as_float16_twice_gives_byte_identical_files(resnet50, images_and_expected,
+def test_extract_as_float16_twice_gives_byte_identical_files(engine, images_and_expected,
                                                              tmp_path):
     images_path, expected = images_and_expected
     for run in ("first", "second"):
-        extract_to(tmp_path / f"{run}.npy", resnet50, images_path, "float16")
+        extract_to(tmp_path / f"{run}.npy", engine, images_path, "float16")
 
     assert (tmp_path / "first.npy").read_bytes() == (tmp_path / "second.npy").read_bytes()
     features = np.load(tmp_path / "first.npy")
@@ -73,7 +78,7 @@ def test_extract_as_float16_twice_gives_byte_identical_files(resnet50, images_an
     assert_close(features, expected, 1e-3)
 
 
-def test_a_rows_features_do_not_depend_on_its_batch_mates(resnet50, images_and_expected,
+def test_a_rows_features_do_not_depend_on_its_batch_mates(engine, images_and_expected,
                                                           tmp_path):
     """Every batch runs at one shape (the last padded), so an image's features are the same
     bytes whichever images share its batch: what lets incremental extraction reuse rows."""
@@ -81,17 +86,17 @@ def test_a_rows_features_do_not_depend_on_its_batch_mates(resnet50, images_and_e
     images = np.load(images_path)
     order = np.random.default_rng(1).permutation(COUNT)
     np.save(tmp_path / "shuffled.npy", images[order])
-    extract_to(tmp_path / "in_order.npy", resnet50, images_path, "float32")
-    extract_to(tmp_path / "shuffled_features.npy", resnet50, tmp_path / "shuffled.npy", "float32")
+    extract_to(tmp_path / "in_order.npy", engine, images_path, "float32")
+    extract_to(tmp_path / "shuffled_features.npy", engine, tmp_path / "shuffled.npy", "float32")
     in_order = np.load(tmp_path / "in_order.npy")
     shuffled = np.load(tmp_path / "shuffled_features.npy")
     assert np.array_equal(shuffled, in_order[order])  # bit for bit, not merely close
 
 
-def test_rows_found_in_earlier_features_are_copied_not_computed(resnet50, images_and_expected,
+def test_rows_found_in_earlier_features_are_copied_not_computed(engine, images_and_expected,
                                                                tmp_path):
     images_path, _ = images_and_expected
-    extract_to(tmp_path / "first.npy", resnet50, images_path, "float16")
+    extract_to(tmp_path / "first.npy", engine, images_path, "float16")
     keys = incremental.row_keys(images_path)
     np.save(tmp_path / "first_keys.npy", keys[:6])  # the first 6 images are known
     first = np.load(tmp_path / "first.npy")
@@ -100,8 +105,8 @@ def test_rows_found_in_earlier_features_are_copied_not_computed(resnet50, images
                                                 tmp_path / "known.npy")}])
     progress = Progress()
 
-    shape, ran = extract(resnet50, backbones.preprocess_function("resnet50"), images_path,
-                         tmp_path / "second.npy", BATCH, "float16", progress, previous, keys)
+    shape, ran = extract(engine, images_path, tmp_path / "second.npy", "float16", progress,
+                         previous, keys)
 
     assert ran == COUNT - 6 and progress.done == COUNT
     assert (tmp_path / "second.npy").read_bytes() == (tmp_path / "first.npy").read_bytes()

@@ -19,7 +19,7 @@ from _dvc_project import (UP_TO_DATE, declared_outputs, dvc_yaml, module_project
                           npy_shape, snapshot, stage_names, varies)
 from conftest import REPO_ROOT, ran_stages
 
-UPSTREAM_OUTPUTS = ("data/raw", "data/prepared", "data/features")
+UPSTREAM_OUTPUTS = ("data/raw", "data/prepared", "models/backbone", "data/features")
 
 # Package modules that cannot change what a stage writes (error messages, the temp-then-rename
 # of outputs, validation of params whose values DVC tracks itself, the peak-memory reading), so
@@ -253,6 +253,50 @@ def test_mirror_scores_every_method_and_exports_a_mirror_symmetric_classifier(mi
     np.testing.assert_allclose(change.probabilities, change.of_mirrored, rtol=1e-4, atol=1e-6)
     # ...and the probabilities depend on the image (constant ones would be trivially symmetric).
     assert not np.allclose(change.probabilities, change.probabilities[:1])
+
+
+@pytest.fixture(scope="module")
+def engine_change(tiny):
+    """extract.engine from openvino (the default) to tensorflow, then back with
+    --no-run-cache, so that extract runs again instead of being restored."""
+    project, root = tiny.project, tiny.project.root
+    features = root / "data/features/train_features.npy"
+    before = SimpleNamespace(extract=project.metrics("extract"), features=features.read_bytes())
+    to_tensorflow, status = repro_after(project, lambda: project.set_params(**{
+        "extract.engine": "tensorflow"}))
+    on_tensorflow = SimpleNamespace(extract=project.metrics("extract"), status=status,
+                                    features=features.read_bytes())
+    project.set_params(**{"extract.engine": "openvino"})
+    back = ran_stages(project.dvc("repro", "--no-run-cache").stdout)
+    return SimpleNamespace(before=before, to_tensorflow=to_tensorflow, on_tensorflow=on_tensorflow,
+                           back=back, extract_back=project.metrics("extract"),
+                           features_back=features.read_bytes(),
+                           status=project.dvc("status").stdout)
+
+
+def test_engine_change_reruns_backbone_extract_and_what_follows_nothing_before(engine_change):
+    change = engine_change
+    assert change.to_tensorflow == ["backbone", "extract", "train_head", "finetune", "export",
+                                    "evaluate"]
+    assert UP_TO_DATE in change.on_tensorflow.status
+    # Another engine's rows are never mixed in: everything went through the backbone again.
+    images = change.on_tensorflow.extract["images"]
+    assert change.on_tensorflow.extract["backbone_images"] == images
+    assert change.on_tensorflow.features != change.before.features
+    # Switching back reuses the openvino rows of the first run, byte for byte.
+    assert "extract" in change.back and "fetch" not in change.back
+    assert change.extract_back["backbone_images"] == 0
+    assert change.extract_back["reused_images"] == images
+    assert change.features_back == change.before.features
+    assert UP_TO_DATE in change.status
+
+
+def test_extract_with_a_converted_backbone_does_not_import_tensorflow(engine_change):
+    change = engine_change
+    assert change.before.extract["engine"] == "openvino"
+    assert change.before.extract["tensorflow_imported"] is False
+    assert change.extract_back["tensorflow_imported"] is False
+    assert change.on_tensorflow.extract["tensorflow_imported"] is True  # the check can fail
 
 
 @pytest.fixture(scope="module")

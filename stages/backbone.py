@@ -1,0 +1,21 @@
+"""Stage backbone: the frozen backbone as extract runs it, converted once -> models/backbone/
+(OpenVINO IR with extract.engine openvino; with tensorflow, only its description)."""
+from pathlib import Path
+
+from keras_bottleneck import engines, params as params_file
+from keras_bottleneck.atomic import atomic_path
+from keras_bottleneck.errors import run_stage
+
+BACKBONE = Path("models/backbone")
+
+
+def main():
+    params = params_file.load()
+    with atomic_path(BACKBONE, directory=True) as tmp:
+        description = engines.write_backbone(params, tmp)
+    print(f"backbone: {description['backbone']} at {description['img_size']}px for the "
+          f"{description['engine']} engine (pool: {description['pool']}) -> {BACKBONE}/")
+
+
+if __name__ == "__main__":
+    run_stage(main)
