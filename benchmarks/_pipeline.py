@@ -13,12 +13,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from keras_bottleneck.datasets import write_classes
+from keras_bottleneck.npy_stream import NpyWriter
+from keras_bottleneck.synthetic import photo
 
-from keras_bottleneck.datasets import write_classes  # noqa: E402
-from keras_bottleneck.npy_stream import NpyWriter  # noqa: E402
-from keras_bottleneck.synthetic import photo  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # What a copy of the project needs to run its pipeline: code and config, no outputs.
 PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", ".dvc/config",
@@ -140,13 +139,18 @@ def run_with_peak(root, script, log_name=None):
 
 
 def peak_memory_of_extract(workdir, train_count, img_size, settings):
-    """Peak memory and seconds of the extract stage on `train_count` (+10%) random images."""
+    """Peak memory and seconds of the extract stage on `train_count` (+10%) random images, after
+    the backbone stage (timed apart: it runs once, not at every extract)."""
     root = Path(workdir) / f"memory-{train_count}"
     write_prepared(root / "data" / "prepared", train_count, img_size)
     set_params(root / "params.yaml", settings, base=REPO_ROOT / "params.yaml")
+    backbone = run_with_peak(root, "backbone")
     run = run_with_peak(root, "extract")
+    stage_seconds = json.loads((root / "metrics" / "extract.json").read_text())["seconds"]
     shutil.rmtree(root)
-    return {"train_images": train_count, "test_images": held_out_count(train_count), **run}
+    return {"train_images": train_count, "test_images": held_out_count(train_count), **run,
+            "extract_seconds": run["seconds"], "extract_metrics_seconds": stage_seconds,
+            "backbone_seconds": backbone["seconds"]}
 
 
 # --- reporting --------------------------------------------------------------------------------
@@ -183,9 +187,14 @@ def check_targets(figures, targets):
 
 
 def conditions(**settings):
-    """What the figures were measured under: settings, CPU, TensorFlow, load at the start."""
+    """What the figures were measured under: settings, CPU (and whether it computes in bfloat16
+    natively), TensorFlow, OpenVINO, load at the start."""
+    import openvino as ov
     import tensorflow as tf
-    return {**settings, "cpus": os.cpu_count(), "cpu": cpu_model(), "tensorflow": tf.__version__,
+    from keras_bottleneck.engines import native_bfloat16
+    return {**settings, "cpus": os.cpu_count(), "cpu": cpu_model(),
+            "native_bfloat16": native_bfloat16(), "tensorflow": tf.__version__,
+            "openvino": ov.get_version().split("-")[0],
             "load_average_start": [round(load, 1) for load in os.getloadavg()]}
 
 

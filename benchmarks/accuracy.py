@@ -5,6 +5,12 @@ Real CIFAR-10 JPEGs and ImageNet MobileNet (alpha 0.25) from ../shared: 100 trai
 class (VALIDATION of them held out to choose the epoch) and 100 test images per class. The
 pipeline runs twice through `dvc repro`: without views (extract.augment_copies 0), then with
 SMALL_DATA's; the second extract runs the backbone on the views only. Every figure is one run.
+
+    python benchmarks/accuracy.py --engines   # the heads on each engine's features instead
+
+With --engines: the plain and the augmented head (train_head, the same settings) on the features
+of each engine and precision, and on pooled features (extract.pool avg), 3 seeds each
+(train.seed), against TensorFlow float32's features: what choosing an engine costs in accuracy.
 """
 import argparse
 import sys
@@ -19,7 +25,7 @@ DATASET = SHARED / "datasets" / "cifar10-jpg-12k.tar.gz"
 MOBILENET = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 PER_CLASS, VALIDATION = 100, 100
 
-# What suits about 100 images per class (README, "Augmentation and fine-tuning"): a linear
+# What suits about 100 images per class (docs/augmentation.md): a linear
 # classifier on pooled features, trained long on 6 cached views of each image; then the top
 # two layers of MobileNet (its last depthwise-separable block) fine-tuned. Unless --no-mirror,
 # every prediction is averaged with the mirror image's (predict.mirror).
@@ -34,6 +40,20 @@ SMALL_DATA = {
 }
 COPIES = 6
 
+# extract.* of each variant of --engines; the first is the reference.
+VARIANTS = {
+    "tensorflow_float32": {"extract.engine": "tensorflow", "extract.precision": "float32"},
+    "openvino_float32": {"extract.engine": "openvino", "extract.precision": "float32"},
+    "openvino_bfloat16": {"extract.engine": "openvino", "extract.precision": "bfloat16"},
+    "openvino_float32_pooled": {"extract.engine": "openvino", "extract.precision": "float32",
+                                "extract.pool": "avg"},
+}
+SEEDS = (0, 1, 2)
+ENGINE_TARGETS = {
+    "default_minus_tensorflow_float32": ("mean_minus_reference.openvino_float32", ">=", -0.005),
+    "pooled_minus_feature_map": ("pooled_minus_map", ">=", -0.003),
+}
+
 TARGETS = {
     "best_method_accuracy": ("best.accuracy", ">=", 0.66),
     "augmented_head_minus_plain_head": ("gains.augmented_head", ">=", 0.001),
@@ -41,11 +61,15 @@ TARGETS = {
 }
 
 
-def measure(workdir, img_size, dataset=DATASET, weights=MOBILENET, mirror=True):
-    settings = {"prepare.img_size": img_size, "prepare.stratify": True,
+def project_settings(img_size, weights, mirror):
+    return {"prepare.img_size": img_size, "prepare.stratify": True,
                 "prepare.validation_count": VALIDATION, "backbone.name": "mobilenet",
                 "backbone.alpha": 0.25, "backbone.weights": str(weights),
                 "train_frozen.epochs": 9, "predict.mirror": mirror, **SMALL_DATA}
+
+
+def measure(workdir, img_size, dataset=DATASET, weights=MOBILENET, mirror=True):
+    settings = project_settings(img_size, weights, mirror)
     project = DvcProject(Path(workdir) / f"project_{img_size}", PER_CLASS * 10, settings,
                          dataset=dataset, test_count=PER_CLASS * 10)
     progress(f"{img_size} px: the pipeline without views")
@@ -81,6 +105,42 @@ def measure(workdir, img_size, dataset=DATASET, weights=MOBILENET, mirror=True):
     }
 
 
+def measure_engines(workdir, img_size, dataset=DATASET, weights=MOBILENET, mirror=True):
+    """Test accuracy of the plain and the augmented head on each variant's features, per seed;
+    the mean over both heads and every seed, and its difference from the reference's."""
+    project = DvcProject(Path(workdir) / "engines", PER_CLASS * 10,
+                         project_settings(img_size, weights, mirror), dataset=dataset,
+                         test_count=PER_CLASS * 10)
+    accuracy = {}
+    for variant, extract in VARIANTS.items():
+        accuracy[variant] = {}
+        for copies, head in ((0, "plain_head"), (COPIES, "augmented_head")):
+            for seed in SEEDS:
+                progress(f"{variant}, {head}, seed {seed}")
+                project.set_params({"extract.pool": "none", **extract,
+                                    "extract.augment_copies": copies, "train.seed": seed})
+                project.timed_repro("train_head")
+                accuracy[variant][f"{head}_seed_{seed}"] = \
+                    project.metrics("train_head")["test_accuracy"]
+    means = {variant: round(sum(runs.values()) / len(runs), 4)
+             for variant, runs in accuracy.items()}
+    reference = means["tensorflow_float32"]
+    return {"img_size": img_size, "seeds": list(SEEDS), "accuracy": accuracy, "mean": means,
+            "mean_minus_reference": {variant: round(mean - reference, 4)
+                                     for variant, mean in means.items()},
+            "pooled_minus_map": round(means["openvino_float32_pooled"]
+                                      - means["openvino_float32"], 4)}
+
+
+def print_engines_table(figures):
+    print("\nTest accuracy of the plain and the augmented head by the engine of their features "
+          f"(mean of seeds {figures['seeds']}):")
+    for variant, mean in figures["mean"].items():
+        print(f"  {variant:26} {mean:.4f}  ({figures['mean_minus_reference'][variant]:+.4f} "
+              "against tensorflow_float32)")
+    print_targets(figures["targets"])
+
+
 def print_table(figures):
     print("\nTest accuracy (epoch chosen on the validation split) and seconds each costs:")
     print(f"{'img':>5}  {'method':16} {'accuracy':>8}  seconds")
@@ -102,11 +162,21 @@ def main():
                         help="the targets are checked on the first")
     parser.add_argument("--no-mirror", action="store_true",
                         help="predict.mirror false: score each image alone")
+    parser.add_argument("--engines", action="store_true",
+                        help="compare the heads on each engine's features instead (3 seeds)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     missing = [str(path) for path in (DATASET, MOBILENET) if not path.exists()]
     if missing:
         sys.exit(f"error: {', '.join(missing)} not found: this benchmark needs ../shared")
+    if args.engines:
+        with tempfile.TemporaryDirectory() as workdir:
+            figures = measure_engines(workdir, args.img_size[0], mirror=not args.no_mirror)
+        figures["conditions"] = conditions(per_class=PER_CLASS, validation=VALIDATION,
+                                           augment_copies=COPIES, **SMALL_DATA,
+                                           **{"predict.mirror": not args.no_mirror})
+        report(figures, ENGINE_TARGETS, print_engines_table, args.json)
+        return
     with tempfile.TemporaryDirectory() as workdir:
         runs = [measure(workdir, size, mirror=not args.no_mirror) for size in args.img_size]
     figures = {"conditions": conditions(per_class=PER_CLASS, validation=VALIDATION,

@@ -5,7 +5,7 @@ from .errors import PipelineError
 
 def weighted_layers(backbone):
     """The backbone's layers with weights, in order, BatchNormalization excluded: what
-    finetune.unfreeze counts from the top (see README, "Parameters")."""
+    finetune.unfreeze counts from the top (see docs/pipeline.md, "Parameters")."""
     import keras
     return [layer for layer in backbone.layers
             if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]

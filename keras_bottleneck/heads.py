@@ -7,7 +7,7 @@ def head_layers(head, num_classes, pooled=False):
     [-> Dense(units, relu) -> Dropout(0.3) for each hidden unit count] -> Dense(classes, softmax).
     With filters 0 there is no Conv2D (nor its dropout): the features are pooled first, and
     without hidden units the head is a linear classifier on them, which overfits far less on
-    small data (see README, "Augmentation and fine-tuning"). On `pooled` features
+    small data (see docs/augmentation.md). On `pooled` features
     (extract.pool: avg) there is nothing left to pool."""
     import keras
     layers = [

@@ -5,7 +5,7 @@ import pytest
 
 from keras_bottleneck import backbones, params as params_file
 from keras_bottleneck.errors import PipelineError
-from keras_bottleneck.heads import feature_head_model, frozen_model
+from keras_bottleneck.heads import feature_head_model, frozen_model, takes_pooled
 
 DEFAULT_HEAD = params_file.validate({})["head"]
 
@@ -86,3 +86,34 @@ def test_frozen_model_checks_the_feature_map_too():
         frozen_model(backbone, DEFAULT_HEAD, 10)
     model = frozen_model(backbone, dict(DEFAULT_HEAD, kernel_size=1), 10)
     assert model.output_shape == (None, 10)
+
+
+def test_on_pooled_features_the_head_has_nothing_left_to_pool():
+    head = dict(DEFAULT_HEAD, filters=0, dropout=0.5)
+    model = feature_head_model((2048,), head, 10)  # extract.pool: avg
+    assert layer_summary(model) == [
+        ("Dropout", 0.5, 0),
+        ("Dense", (10, "softmax"), 2048 * 10 + 10),
+    ]
+    assert takes_pooled(model) and not takes_pooled(feature_head_model((5, 5, 2048), head, 10))
+
+
+def test_a_conv2d_head_on_pooled_features_is_refused_in_one_line():
+    with pytest.raises(PipelineError) as caught:
+        feature_head_model((2048,), DEFAULT_HEAD, 10)
+    message = str(caught.value)
+    assert "extract.pool: avg" in message and "head.filters is 100" in message
+    assert "set head.filters to 0" in message and "\n" not in message
+
+
+def test_a_pooled_head_fine_tunes_and_exports_on_the_feature_map():
+    """finetune and export put a head trained on pooled features on the backbone's map: they
+    pool it as extract did."""
+    from keras_bottleneck import classifier
+    from keras_bottleneck.finetuning import finetune_model
+    head = feature_head_model((512,), dict(DEFAULT_HEAD, filters=0), 3)
+    vgg16 = backbones.build({"name": "vgg16", "weights": "none", "alpha": 1.0}, 64)
+    model, _ = finetune_model(vgg16, head, 1)
+    assert model.output_shape == (None, 3)
+    exported = classifier.build(vgg16, "vgg16", head, "float16")
+    assert exported.input_shape == (None, 64, 64, 3) and exported.output_shape == (None, 3)

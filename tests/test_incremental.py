@@ -14,7 +14,7 @@ from _dvc_project import FAST_BACKBONE, module_project
 from conftest import (COLORS, Project, make_folder_dataset, make_image, make_project,
                       subprocess_env)
 
-STAGES = ("fetch", "preprocess", "extract")
+STAGES = ("fetch", "preprocess", "backbone", "extract")
 STAGE_OUTPUTS = ("raw", "prepared", "features")
 
 
@@ -130,7 +130,7 @@ def test_what_the_features_depend_on_re_extracts_everything(steps, change):
 
 
 def test_parts_extracted_on_other_machines_are_reused(tmp_path):
-    """README, "Outgrowing one machine": two clones each extract a part of the images on a
+    """docs/incremental.md, "Outgrowing one machine": two clones each extract a part of the images on a
     branch of their own and push it with the run-cache; the machine that trains fetches every
     branch and the run-cache, and its `dvc repro` on the whole dataset processes no image a part
     already covered."""
@@ -160,7 +160,7 @@ def test_parts_extracted_on_other_machines_are_reused(tmp_path):
         machine.run("git", "push", "-q", "origin", f"part{number}")
 
     trainer.dvc("fetch", "--all-branches", "--run-cache")
-    assert trainer.repro("extract") == ["fetch", "preprocess", "extract"]
+    assert trainer.repro("extract") == ["backbone", "fetch", "preprocess", "extract"]
     extracted = trainer.metrics("extract")
     assert extracted["backbone_images"] == 0 and extracted["reused_images"] == 10
     assert trainer.metrics("preprocess")["decoded_images"] == 0

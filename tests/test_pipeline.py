@@ -117,8 +117,8 @@ def test_metrics_and_params_diff_list_the_change(head_change):
     every = head_change.metrics_diff_all
     assert set(every) == {"metrics/train_head.json", "metrics/train_frozen.json",
                           "metrics/finetune.json", "metrics/fetch.json",
-                          "metrics/preprocess.json", "metrics/extract.json",
-                          "metrics/evaluate.json"}
+                          "metrics/preprocess.json", "metrics/backbone.json",
+                          "metrics/extract.json", "metrics/evaluate.json"}
     # Per-class metrics of the three methods, flattened by DVC.
     evaluated = every["metrics/evaluate.json"]
     for method in ("train_head", "train_frozen", "finetune"):
@@ -314,7 +314,8 @@ def img_size_change(tiny):
 
 def test_img_size_change_reruns_everything_after_fetch(img_size_change):
     change = img_size_change
-    assert set(change.ran) == {"preprocess", "extract", "train_head", "train_frozen", "finetune",
+    assert set(change.ran) == {"preprocess", "backbone", "extract", "train_head", "train_frozen",
+                               "finetune",
                                "export", "evaluate"}
     count = change.params["prepare"]["train_count"]
     assert change.images == (count, change.size, change.size, 3)

@@ -18,7 +18,8 @@ def test_the_best_method_reaches_the_target_and_views_and_fine_tuning_beat_the_p
     figures, table = run_benchmark(tmp_path, "accuracy.py", "--img-size", "139", timeout=1200)
     print(table)
     (run,) = figures["runs"]
-    assert set(run["stages_run"]["plain"]) == {"fetch", "preprocess", "extract", "train_head",
+    assert set(run["stages_run"]["plain"]) == {"fetch", "preprocess", "backbone", "extract",
+                                               "train_head",
                                                "train_frozen", "finetune", "export", "evaluate"}
     # Adding views re-ran extract on the views alone, and what depends on the features.
     assert run["stages_run"]["augmented"] == ["extract", "train_head", "finetune", "export",
