@@ -194,12 +194,14 @@ def _check_unless_known(data, name):
     return None if data is None else check_decodes(data, name)
 
 
-def fetch_folder(path, directory, known=frozenset()):
+def fetch_folder(path, directory, known=frozenset(), progress=None):
     """Copy the images of a folder dataset into a raw dataset in `directory` as they are
     (encoded), after checking on every core that each decodes, but for those whose SHA-256
     digest is in `known` (decoded by an earlier run). Returns {split: count}, the class names
     and how many images were checked; raises one PipelineError naming the unreadable images."""
     tree, classes, images = list_folder(path)
+    if progress is not None:
+        progress.reset(total=sum(len(entries) for entries in images.values()))
     failures, checked = [], 0
     for split, entries in images.items():
         labels = dict(entries)
@@ -218,6 +220,8 @@ def fetch_folder(path, directory, known=frozenset()):
             file, data, key = pending.popleft()
             writer.add(str(file), labels[file], data, key)
             checked += key not in known
+            if progress is not None:
+                progress.update(1)
             if failure:
                 failures.append((tree.shown(file), failure))
         writer.close(key=lambda name, label: position[name])

@@ -53,7 +53,7 @@ def _decode_resized(path, offset, length, name, img_size):
     return decode_resized(read_span(path, offset, length), img_size, name)
 
 
-def write_resized(raw, indices, img_size, path, previous=None, chunk_size=64):
+def write_resized(raw, indices, img_size, path, previous=None, chunk_size=64, progress=None):
     """Decode and resize images `indices` of RawSplit `raw` on every core into an
     (N, img_size, img_size, 3) uint8 .npy, holding a few images at a time. Rows `previous` (an
     incremental.Previous of earlier prepared images at this size) holds for an image's key are
@@ -64,7 +64,7 @@ def write_resized(raw, indices, img_size, path, previous=None, chunk_size=64):
                for index, location in zip(indices, found) if location is None)
     with closing(ordered_map(_decode_resized, missing)) as decoded:
         write_rows(path, (len(indices), img_size, img_size, 3), np.uint8, found, previous,
-                   decoded, chunk_size)
+                   decoded, chunk_size, progress)
     return found.count(None)
 
 

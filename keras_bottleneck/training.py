@@ -1,5 +1,4 @@
 """Train a model on (inputs, labels), then write the model, a metrics summary and the history."""
-import csv
 import time
 from pathlib import Path
 
@@ -103,14 +102,17 @@ class _BestWeights:
             self.best, self.weights = logs["val_accuracy"], self.callback.model.get_weights()
 
 
-def write_history(history, path):
-    """The per-epoch metrics as CSV, epochs counted from 1 as everywhere else."""
-    columns = sorted(history)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["epoch"] + columns)
-        for epoch, values in enumerate(zip(*(history[c] for c in columns)), start=1):
-            writer.writerow([epoch] + [repr(float(v)) for v in values])
+def live_logger(directory):
+    """dvclive's Keras callback logging every epoch's metrics to `directory` as it ends
+    (metrics.json, plots/metrics/{train,eval}/*.tsv), so that `dvc exp show`, `dvc plots` and
+    DVC's editor integrations see a run while it trains; epochs are counted from 1, as in
+    best_epoch. It writes no dvc.yaml of its own (dvc.yaml declares its files) and makes no
+    experiment of its own (`dvc exp run` does)."""
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+    live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+    live.step = 1
+    return DVCLiveCallback(live=live)
 
 
 def _validation(scorer, val_data):
@@ -124,12 +126,13 @@ def _validation(scorer, val_data):
 
 
 def train(model, train_data, val_data, epochs, learning_rate, model_path, metrics_path,
-          history_path, test_data=None, scorer=None):
+          live_dir, test_data=None, scorer=None):
     """Fit with Adam on sparse labels, scoring `val_data` after every epoch; write the model,
     the metrics summary and the per-epoch history. With `test_data` (a validation split was
     held out), the weights of the best validation epoch are kept and the test split is scored
     once, on them. Without, `val_data` is the test split (the original's way): the last
-    epoch's model is kept and its test figures reported. With predict.mirror, `scorer` is
+    epoch's model is kept and its test figures reported. Every epoch's figures are logged to
+    `live_dir` by dvclive as it ends (see live_logger). With predict.mirror, `scorer` is
     `model` averaged over each image and its mirror image (mirror.on_images, on_features),
     sharing its weights: it does the scoring, on its own kind of inputs."""
     import keras
@@ -140,9 +143,11 @@ def train(model, train_data, val_data, epochs, learning_rate, model_path, metric
     timer, epoch_seconds = _epoch_timer()
     best = _BestWeights()
     started = time.perf_counter()
-    validation = ({"validation_data": val_data, "callbacks": [timer, best.callback]}
+    # The logger comes last: it logs what the callbacks before it put in the epoch's logs.
+    logger = live_logger(live_dir)
+    validation = ({"validation_data": val_data, "callbacks": [timer, best.callback, logger]}
                   if scorer is None else
-                  {"callbacks": [timer, _validation(scorer, val_data), best.callback]})
+                  {"callbacks": [timer, _validation(scorer, val_data), best.callback, logger]})
     history = model.fit(train_data, epochs=epochs, verbose=2,
                         shuffle=False,  # the tf.data pipeline shuffles, seeded
                         **validation).history
@@ -156,7 +161,6 @@ def train(model, train_data, val_data, epochs, learning_rate, model_path, metric
         test_loss, test_accuracy = (scorer or model).evaluate(test_data, verbose=0)
     with atomic_path(model_path) as model_tmp:
         model.save(model_tmp)
-    write_history(history, history_path)
     metrics = {
         "test_accuracy": round(float(test_accuracy), 6),
         "test_loss": round(float(test_loss), 6),
@@ -188,7 +192,7 @@ def scoring_dataset(inputs, labels, batch_size, transform=None):
 def run_training_stage(stage, model, splits, transform, params, model_path, sampler=None,
                        scorer=None):
     """Train as stage `stage` (train_head, train_frozen or finetune) on {split: (.npy path,
-    labels)} and write models/..., metrics/<stage>.json and metrics/<stage>_history.csv, with
+    labels)} and write models/..., metrics/<stage>.json and dvclive/<stage>/, with
     the learning rate of params[stage] if it has one, else train's. The validation split, when
     there is one, picks the epoch; otherwise the test split plays its part. A `sampler` (see
     `dataset`) reads the train split; a `scorer` (see `train`) scores the others, whose path
@@ -202,7 +206,7 @@ def run_training_stage(stage, model, splits, transform, params, model_path, samp
                 else test_data)
     learning_rate = params[stage].get("learning_rate", settings["learning_rate"])
     metrics = train(model, train_data, val_data, params[stage]["epochs"], learning_rate,
-                    model_path, f"metrics/{stage}.json", f"metrics/{stage}_history.csv",
+                    model_path, f"metrics/{stage}.json", f"dvclive/{stage}",
                     test_data if held_out else None, scorer)
     chosen = (f"epoch {metrics['best_epoch']} chosen on validation" if held_out else
               f"best on test {metrics['best_val_accuracy']:.3f} at epoch {metrics['best_epoch']}")

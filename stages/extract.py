@@ -43,7 +43,8 @@ def main():
                 inputs.append((name + mirror.SUFFIX, mirror.MirroredRows(source),
                                mirror.keys(keys)))
             for stored, rows, row_keys in inputs:
-                with tqdm(total=len(rows), desc=f"extract {stored}", unit="img") as bar:
+                with tqdm(total=len(rows), desc=f"extract {stored}", unit="img",
+                          disable=None) as bar:
                     shape, computed = extract(engine, rows, tmp / f"{stored}_features.npy",
                                               params["extract"]["dtype"], bar, previous,
                                               row_keys)

@@ -2,6 +2,8 @@
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from keras_bottleneck import incremental, params as params_file
 from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.cifar10 import fetch_cifar10
@@ -21,7 +23,9 @@ def main():
             (counts, classes), checked = fetch_cifar10(data["path"], tmp), 0
         else:
             known = incremental.earlier_keys(RAW, current)
-            counts, classes, checked = fetch_folder(data["path"], tmp, known)
+            # disable=None: silent where the output is no terminal (a queued experiment's log).
+            with tqdm(desc="fetch", unit="img", disable=None) as bar:
+                counts, classes, checked = fetch_folder(data["path"], tmp, known, bar)
         write_json(tmp / incremental.FINGERPRINT, current)
     images = sum(counts.values())
     write_json(METRICS, {"images": images, "checked_images": checked,

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from keras_bottleneck import incremental, params as params_file
 from keras_bottleneck.atomic import atomic_path, write_json
@@ -32,11 +33,14 @@ def main():
     current = fingerprint(prepare["img_size"])
     previous, _, _ = incremental.find_previous(PREPARED, current, rows="images")
     decoded = 0
-    with atomic_path(PREPARED, directory=True) as tmp:
+    total = sum(len(indices) for indices in chosen.values())
+    # disable=None: silent where the output is no terminal (a queued experiment's log).
+    with atomic_path(PREPARED, directory=True) as tmp, \
+            tqdm(total=total, desc="preprocess", unit="img", disable=None) as bar:
         for name, indices in chosen.items():
             source = raw["test" if name == "test" else "train"]
             decoded += write_resized(source, indices, prepare["img_size"],
-                                     tmp / f"{name}_images.npy", previous)
+                                     tmp / f"{name}_images.npy", previous, progress=bar)
             np.save(tmp / f"{name}_labels.npy", source.labels[indices])
             np.save(tmp / f"{name}_keys.npy", source.keys[indices])
         write_classes(classes, tmp)

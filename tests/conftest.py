@@ -1,5 +1,6 @@
 """Fixtures shared by the tests: tiny datasets the tests make, and a real DVC project in a
 temporary git repo running the real `dvc` CLI."""
+import csv
 import json
 import os
 import shutil
@@ -65,6 +66,14 @@ def read_raw(directory, split):
     raw = RawSplit(directory, split)
     return SimpleNamespace(images=[load_rgb(raw.read(i)) for i in range(len(raw))],
                            labels=raw.labels, names=raw.names)
+
+
+def live_history(directory, metric):
+    """(steps, values) that dvclive logged for `metric` (e.g. "eval/accuracy") in `directory`."""
+    path = Path(directory) / "plots" / "metrics" / f"{metric}.tsv"
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file, delimiter="\t"))
+    return [int(row["step"]) for row in rows], [float(row[metric.split("/")[-1]]) for row in rows]
 
 
 def set_params(params_path, **dotted):

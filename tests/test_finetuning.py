@@ -39,7 +39,7 @@ def finetuned(tmp_path_factory):
     data = training.dataset(out / "images.npy", labels, 4, preprocess, 0, sampler)
     plain = training.dataset(out / "images.npy", labels, 4, preprocess)
     training.train(model, data, plain, 2, 1e-3, out / "finetuned.keras", out / "metrics.json",
-                   out / "history.csv")
+                   out / "live")
     return dict(backbone=backbone, head=head, model=model, unfrozen=unfrozen, before=before,
                 head_before=head_before, images=images, out=out)
 

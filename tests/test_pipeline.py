@@ -6,7 +6,6 @@ project (module scope). Each fixture below makes one change to the up-to-date pr
 records what happened, so that the tests pass in any order, or alone.
 """
 import ast
-import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +16,7 @@ import pytest
 
 from _dvc_project import (UP_TO_DATE, declared_outputs, dvc_yaml, module_project,
                           npy_shape, snapshot, stage_names, varies)
-from conftest import REPO_ROOT, ran_stages
+from conftest import REPO_ROOT, live_history, ran_stages
 
 UPSTREAM_OUTPUTS = ("data/raw", "data/prepared", "models/backbone", "data/features")
 
@@ -110,7 +109,9 @@ def test_metrics_and_params_diff_list_the_change(head_change):
         "params.yaml": {"train_head.epochs": {"old": epochs, "new": epochs + 1, "diff": 1}}}
     # Without --all only changed metrics are listed: train_frozen and extract did not change.
     assert set(head_change.metrics_diff) <= {"metrics/train_head.json", "metrics/finetune.json",
-                                             "metrics/evaluate.json"}
+                                             "metrics/evaluate.json",
+                                             "dvclive/train_head/metrics.json",
+                                             "dvclive/finetune/metrics.json"}
     changed = head_change.metrics_diff["metrics/train_head.json"]
     assert changed["epochs"] == {"old": epochs, "new": epochs + 1, "diff": 1}
     assert all(entry["old"] != entry["new"] for entry in changed.values())
@@ -118,7 +119,9 @@ def test_metrics_and_params_diff_list_the_change(head_change):
     assert set(every) == {"metrics/train_head.json", "metrics/train_frozen.json",
                           "metrics/finetune.json", "metrics/fetch.json",
                           "metrics/preprocess.json", "metrics/backbone.json",
-                          "metrics/extract.json", "metrics/evaluate.json"}
+                          "metrics/extract.json", "metrics/evaluate.json",
+                          *(f"dvclive/{stage}/metrics.json"
+                            for stage in ("train_head", "train_frozen", "finetune"))}
     # Per-class metrics of the three methods, flattened by DVC.
     evaluated = every["metrics/evaluate.json"]
     for method in ("train_head", "train_frozen", "finetune"):
@@ -330,7 +333,8 @@ def test_metrics_show_puts_the_methods_side_by_side(tiny):
     project = tiny.project
     shown = json.loads(project.dvc("metrics", "show", "--json").stdout)[""]["data"]
     paths = [path for stage in ("train_head", "train_frozen", "finetune")
-             for path in declared_outputs(project.root, stage, kinds=("metrics",))]
+             for path in declared_outputs(project.root, stage, kinds=("metrics",))
+             if path.startswith("metrics/")]
     assert len(paths) == 3
     for path in paths:
         assert shown[path]["data"] == json.loads((project.root / path).read_text())
@@ -368,29 +372,41 @@ def test_report_compares_the_methods(tiny):
     assert "**Answer:**" in report and "**Most accurate:**" in report
 
 
-def read_column(path, column):
-    with open(path, newline="") as file:
-        return [row[column] for row in csv.DictReader(file)]
-
-
-def test_plots_show_draws_every_training_curve(tiny, tmp_path):
+def test_plots_show_draws_every_training_curve_from_dvclive(tiny, tmp_path):
     project = tiny.project
     project.dvc("plots", "show", "-o", tmp_path / "plots")
-    html = (tmp_path / "plots" / "index.html").read_text()
     shown = json.loads(project.dvc("plots", "show", "--json").stdout)["data"]
     charts = dvc_yaml(project.root)["plots"]
+    epochs = project.params()["train_head"]["epochs"]
     assert len(charts) >= 1
     for chart in charts:
         (title, spec), = chart.items()
         assert len(spec["y"]) == 3, "each chart compares the three methods"
         (vega,) = shown[title]
         rows = vega["content"]["data"]["values"]
-        for csv_path, column in spec["y"].items():
-            name = Path(csv_path).name
-            assert name in html
-            drawn = [row[column] for row in rows if row["filename"] == name]
-            assert drawn == read_column(project.root / csv_path, column), (title, csv_path)
-            assert drawn, f"{title}: no points from {csv_path}"
+        for tsv_path, column in spec["y"].items():
+            stage = Path(tsv_path).parts[1]
+            # DVC names each file without the folder the three share (dvclive/).
+            drawn = [(int(row["step"]), float(row[column])) for row in rows
+                     if f"/{tsv_path}".endswith(f"/{row['filename']}")]
+            steps, values = live_history(project.root / "dvclive" / stage,
+                                         f"eval/{Path(tsv_path).stem}")
+            assert drawn == list(zip(steps, values)), (title, tsv_path)
+            assert steps[0] == 1, "epochs are counted from 1"
+            if stage == "train_head":
+                assert steps == list(range(1, epochs + 1))
+
+
+def test_exp_show_lists_each_training_stages_live_metrics(tiny):
+    project = tiny.project
+    shown = json.loads(project.dvc("exp", "show", "--json").stdout)
+    metrics = shown[0]["data"]["metrics"]
+    for stage in ("train_head", "train_frozen", "finetune"):
+        live = metrics[f"dvclive/{stage}/metrics.json"]["data"]
+        summary = json.loads((project.root / f"dvclive/{stage}/metrics.json").read_text())
+        assert live == summary and live["step"] == project.metrics(stage)["epochs"]
+        # No validation split here: the test accuracy is the last epoch's.
+        assert round(live["eval"]["accuracy"], 6) == project.metrics(stage)["test_accuracy"]
 
 
 def imported_package_modules(path):

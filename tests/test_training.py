@@ -1,6 +1,5 @@
 """Training: the frozen backbone really stays frozen, the outputs are complete and reloadable,
 and train_head is reproducible bit for bit with the same seed."""
-import csv
 import json
 import math
 
@@ -10,7 +9,7 @@ import pytest
 
 from keras_bottleneck import backbones, mirror, params as params_file, training
 from keras_bottleneck.heads import feature_head_model, frozen_model
-from conftest import COLORS, make_image
+from conftest import COLORS, live_history, make_image
 
 EPOCHS, CLASSES, SIZE = 2, 3, 64
 DEFAULT_HEAD = params_file.validate({})["head"]
@@ -44,12 +43,12 @@ def trained(tmp_path_factory):
     inputs = tmp_path_factory.mktemp("prepared")
     np.save(inputs / "train.npy", train_split[0])
     np.save(inputs / "test.npy", test_split[0])
-    paths = {name: out / name for name in ("frozen.keras", "metrics.json", "history.csv")}
+    paths = {name: out / name for name in ("frozen.keras", "metrics.json", "live")}
     metrics = training.train(
         model, training.dataset(inputs / "train.npy", train_split[1], 4, to_backbone_input,
                                 shuffle_seed=0),
         training.dataset(inputs / "test.npy", test_split[1], 4, to_backbone_input), EPOCHS, 1e-3,
-        paths["frozen.keras"], paths["metrics.json"], paths["history.csv"])
+        paths["frozen.keras"], paths["metrics.json"], paths["live"])
     return dict(model=model, backbone=backbone, head_weights=head_weights, metrics=metrics,
                 backbone_before=backbone_before, head_before=head_before, paths=paths,
                 test_inputs=to_backbone_input(test_split[0]))
@@ -83,15 +82,18 @@ def test_metrics_summary(trained):
     assert metrics["non_trainable_params"] == trained["backbone"].count_params()
 
 
-def test_history_has_one_row_per_epoch(trained):
-    with open(trained["paths"]["history.csv"], newline="") as file:
-        rows = list(csv.DictReader(file))
-    assert [int(row["epoch"]) for row in rows] == list(range(1, EPOCHS + 1))  # as best_epoch
-    accuracy = [float(row["val_accuracy"]) for row in rows]
+def test_dvclive_logs_one_step_per_epoch_counted_from_1(trained):
+    live = trained["paths"]["live"]
+    steps, accuracy = live_history(live, "eval/accuracy")
+    assert steps == list(range(1, EPOCHS + 1))  # as best_epoch
     assert round(accuracy[-1], 6) == trained["metrics"]["test_accuracy"]
     assert round(max(accuracy), 6) == trained["metrics"]["best_val_accuracy"]
     assert accuracy[trained["metrics"]["best_epoch"] - 1] == max(accuracy)
-    assert all(math.isfinite(float(row["val_loss"])) for row in rows)
+    for metric in ("eval/loss", "train/accuracy", "train/loss"):
+        steps, values = live_history(live, metric)
+        assert steps == list(range(1, EPOCHS + 1)) and all(map(math.isfinite, values))
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == EPOCHS and summary["eval"]["accuracy"] == accuracy[-1]
 
 
 def test_saved_model_reloads_and_predicts_the_same(trained):
@@ -119,13 +121,12 @@ def test_with_a_validation_split_the_best_epoch_is_kept_and_test_scored_once(tmp
                                         shuffle_seed=0 if name == "train" else None)
     keras.utils.set_random_seed(0)
     model = feature_head_model((2, 2, 8), DEFAULT_HEAD, 3)
-    paths = [tmp_path / name for name in ("head.keras", "metrics.json", "history.csv")]
+    paths = [tmp_path / name for name in ("head.keras", "metrics.json", "live")]
 
     metrics = training.train(model, splits["train"], splits["validation"], 8, 0.01, *paths,
                              test_data=splits["test"])
 
-    with open(paths[2], newline="") as file:
-        accuracy = [float(row["val_accuracy"]) for row in csv.DictReader(file)]
+    _, accuracy = live_history(paths[2], "eval/accuracy")
     best = int(np.argmax(accuracy))
     assert metrics["val_split"] == "validation"
     assert metrics["best_epoch"] == best + 1
@@ -186,7 +187,8 @@ def test_train_head_twice_with_the_same_seed_is_identical(project):
     for _ in range(2):
         project.run("python", "stages/train_head.py")
         metrics = project.metrics("train_head")
-        history = (project.root / "metrics" / "train_head_history.csv").read_text()
+        history = {str(path): path.read_text() for path in
+                   (project.root / "dvclive/train_head/plots/metrics").rglob("*.tsv")}
         model = keras.models.load_model(project.root / "models" / "head.keras")
         runs.append((metrics, history, [w.numpy() for w in model.weights]))
     (first, first_history, first_weights), (second, second_history, second_weights) = runs
@@ -216,13 +218,12 @@ def test_a_scorer_chooses_the_epoch_and_scores_the_test_split(tmp_path):
         for name in ("validation", "test")}
     keras.utils.set_random_seed(0)
     model = feature_head_model((2, 2, 8), DEFAULT_HEAD, 3)
-    paths = [tmp_path / name for name in ("head.keras", "metrics.json", "history.csv")]
+    paths = [tmp_path / name for name in ("head.keras", "metrics.json", "live")]
 
     metrics = training.train(model, train_data, pairs["validation"], 8, 0.01, *paths,
                              test_data=pairs["test"], scorer=mirror.on_features(model))
 
-    with open(paths[2], newline="") as file:
-        accuracy = [float(row["val_accuracy"]) for row in csv.DictReader(file)]
+    _, accuracy = live_history(paths[2], "eval/accuracy")
     assert len(set(accuracy)) > 1  # the scorer's figures, epoch by epoch
     assert metrics["mirrored"] is True and metrics["best_epoch"] == int(np.argmax(accuracy)) + 1
     saved = mirror.on_features(keras.models.load_model(paths[0]))
