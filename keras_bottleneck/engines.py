@@ -2,7 +2,7 @@
 
 - openvino: the very model Keras builds (preprocess_input, the backbone, the optional pooling),
   converted once by the backbone stage into models/backbone/ (OpenVINO IR), then compiled for
-  throughput and driven through an async infer queue: extract imports no TensorFlow at all.
+  throughput and fed through one async infer request per stream: extract imports no TensorFlow.
 - tensorflow: the Keras model, built in extract and run as one traced tf.function.
 
 Both take batches of float32 pixels (0 to 255, as decoded) at one fixed batch shape, the last

@@ -1,4 +1,4 @@
-"""Run images through the frozen backbone (an engine of engines) in batches and stream the
+"""Run images through the frozen backbone (an engine: see engines) in batches and stream the
 features to disk."""
 import queue
 import threading
