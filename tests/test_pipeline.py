@@ -230,8 +230,10 @@ def mirror_change(tiny):
 def test_mirror_reruns_extract_on_the_mirror_images_alone_and_everything_that_scores(
         mirror_change):
     change = mirror_change
-    assert change.ran == ["extract", "train_head", "train_frozen", "finetune", "export",
-                          "evaluate"]
+    # train_frozen does not depend on extract: DVC may run it anywhere before evaluate.
+    assert [stage for stage in change.ran if stage != "train_frozen"] == [
+        "extract", "train_head", "finetune", "export", "evaluate"]
+    assert change.ran.index("train_frozen") < change.ran.index("evaluate")
     test_count = npy_shape(change.project.root / "data/features/test_features.npy")[0]
     # The features already stored are reused as they are; the backbone ran on the test split's
     # mirror images only (no validation split here), never on train images.
