@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from .datasets import SPLITS, RawWriter, write_classes
 from .errors import PipelineError
-from .images import IMAGE_SUFFIXES, check_decodes, is_image_file
+from .images import IMAGE_SUFFIXES, check_decodes, is_image_file, unreadable_reason
 from .parallel import ordered_map
 
 TOP = PurePosixPath()
@@ -74,12 +74,38 @@ def _read_tar(tree, wanted):
                 yield path, archive.extractfile(member).read()
 
 
+def _identity(path):
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def walk_once(top):
+    """os.walk following symlinked folders, each folder visited once (by device and inode): a
+    symlink loop ends, a folder linked twice is listed once. Sub-folders come sorted; the links
+    left out are named in a warning."""
+    seen, repeated = {_identity(top)}, []
+    for folder, dir_names, file_names in os.walk(top, followlinks=True):
+        kept = []
+        for name in sorted(dir_names):
+            identity = _identity(os.path.join(folder, name))
+            (repeated if identity in seen else kept).append(os.path.join(folder, name))
+            seen.add(identity)
+        dir_names[:] = [os.path.basename(path) for path in kept]
+        yield folder, dir_names, file_names
+    if repeated:
+        shown = ", ".join(repeated[:_SHOWN_SKIPPED])
+        more = f" and {len(repeated) - _SHOWN_SKIPPED} more" \
+            if len(repeated) > _SHOWN_SKIPPED else ""
+        print(f"warning: {top}: skipped {len(repeated)} links to folders already listed "
+              f"(a symlink loop, or two links to one folder): {shown}{more}", file=sys.stderr)
+
+
 def read_tree(path):
     """The Tree of a directory, .tar, .tar.gz or .zip: names only, nothing read yet."""
     path = Path(path)
     if path.is_dir():
         dirs, files = set(), {}
-        for folder, dir_names, file_names in os.walk(path, followlinks=True):
+        for folder, dir_names, file_names in walk_once(path):
             relative = PurePosixPath(Path(folder).relative_to(path).as_posix())
             dirs.update(relative / name for name in dir_names)
             files.update((relative / name, Path(folder) / name) for name in file_names)
@@ -91,9 +117,12 @@ def read_tree(path):
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 members = archive.infolist()
-            dirs = {PurePosixPath(member.filename) for member in members if member.is_dir()}
-            files = {PurePosixPath(member.filename): member
-                     for member in members if not member.is_dir()}
+            # Some Windows tools write backslashes between folders, against the zip format.
+            names = {member: PurePosixPath(member.filename.replace("\\", "/"))
+                     for member in members}
+            is_dir = {member: member.filename.endswith(("/", "\\")) for member in members}
+            dirs = {names[member] for member in members if is_dir[member]}
+            files = {names[member]: member for member in members if not is_dir[member]}
             return Tree(path, dirs, files, _read_zip)
         with tarfile.open(path) as archive:
             dirs, files = set(), {}
@@ -151,6 +180,8 @@ def skipped_files(tree, root, used):
             reason = "files outside train/ and test/"
         elif len(relative.parts) != 3:
             reason = "files not directly in a class folder (train/<class>/ or test/<class>/)"
+        elif unreadable_reason(path):
+            reason = unreadable_reason(path)
         else:
             reason = (f"files that are not images (known suffixes: "
                       f"{' '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))})")

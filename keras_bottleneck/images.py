@@ -3,11 +3,22 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import PipelineError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# HEIC/HEIF (the iPhone camera's default) through the pillow-heif plugin; AVIF is Pillow's own.
+pillow_heif.register_heif_opener()
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic",
+                  ".heif", ".avif"}
+# Photos in formats Pillow cannot read: named as what they are, with the way out, instead of
+# being lumped with "files that are not images".
+UNREADABLE_FORMATS = {
+    ".jxl": "JPEG XL", ".dng": "camera RAW", ".cr2": "camera RAW", ".cr3": "camera RAW",
+    ".nef": "camera RAW", ".arw": "camera RAW", ".orf": "camera RAW", ".rw2": "camera RAW",
+    ".raf": "camera RAW", ".svg": "SVG (vector)"}
+UNREADABLE_FIX = "convert them to JPEG or PNG (e.g. with ImageMagick: magick in.jxl out.jpg)"
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 # A JPEG is decoded at 1/2, 1/4 or 1/8 scale (draft mode) only while that leaves at least this
@@ -19,6 +30,29 @@ DRAFT_MARGIN = 2
 def is_image_file(path):
     """Image files by suffix; hidden files (.DS_Store, ._x.jpg from macOS) never count."""
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def unreadable_reason(path):
+    """Why a photo Pillow cannot read is skipped ("JPEG XL photos, ..."), or None."""
+    name = None if path.name.startswith(".") else UNREADABLE_FORMATS.get(path.suffix.lower())
+    return name and f"{name} photos, which Pillow cannot read ({UNREADABLE_FIX})"
+
+
+def _first_bytes(source):
+    if hasattr(source, "seek"):
+        source.seek(0)
+        return source.read(16)
+    with open(source, "rb") as file:
+        return file.read(16)
+
+
+def _sniffed_format(data):
+    """What a file Pillow does not identify seems to be, from its first bytes, or None."""
+    if data.startswith(b"\xff\x0a") or data[4:12] == b"JXL \r\n\x87\n":
+        return "JPEG XL"
+    if data[4:8] == b"ftyp":
+        return f"an ISO media file of brand {data[8:12].decode('latin-1').strip()!r}"
+    return None
 
 
 def _to_rgb(image):
@@ -48,6 +82,10 @@ def open_rgb(source, name=None, draft_side=None):
                 image.draft(None, (draft_side, draft_side))
             return _to_rgb(image)
     except UnidentifiedImageError:
+        sniffed = _sniffed_format(_first_bytes(source))
+        if sniffed:
+            raise PipelineError(f"{shown}: {sniffed}, a format Pillow cannot read: "
+                                f"{UNREADABLE_FIX}") from None
         reason = "not a format Pillow knows"
     except Exception as error:  # noqa: BLE001 - decoders raise anything on bad data
         reason = " ".join(str(error).split()) or type(error).__name__

@@ -12,18 +12,17 @@ exit code is 1 at the end.
 """
 import argparse
 import csv
-import os
 import sys
 import tarfile
 import zipfile
-from collections import deque
+from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_path
 from .errors import PipelineError, run_stage
-from .images import decode_resized, is_image_file
+from .images import decode_resized, is_image_file, unreadable_reason
 from .parallel import ordered_map
 
 SHOWN_ROWS = 20
@@ -77,7 +76,7 @@ class ImageListing:
     when iterated."""
 
     def __init__(self, paths):
-        from .folder import read_tree
+        from .folder import read_tree, walk_once
         self.parts, self.skipped = [], []  # parts: (None, [file paths]) or (tree, [members])
         for path in map(Path, paths):
             if not path.exists():
@@ -85,8 +84,7 @@ class ImageListing:
                                     "archives")
             if path.is_dir():
                 files = []
-                for folder, dirs, names in os.walk(path, followlinks=True):
-                    dirs.sort()
+                for folder, _, names in walk_once(path):
                     for file in (Path(folder) / name for name in sorted(names)):
                         (files if is_image_file(file) else self.skipped).append(file)
                 self.parts.append((None, files))
@@ -110,11 +108,13 @@ class ImageListing:
                 yield from ((tree.shown(member), data) for member, data in tree.read(items))
 
     def warn_skipped(self):
-        if self.skipped:
-            shown = ", ".join(map(str, self.skipped[:5]))
-            more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
-            print(f"warning: skipped {len(self.skipped)} files that are not images: "
-                  f"{shown}{more}", file=sys.stderr)
+        by_reason = defaultdict(list)
+        for path in self.skipped:
+            by_reason[unreadable_reason(Path(path)) or "files that are not images"].append(path)
+        for reason, paths in by_reason.items():
+            shown = ", ".join(map(str, paths[:5]))
+            more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+            print(f"warning: skipped {len(paths)} {reason}: {shown}{more}", file=sys.stderr)
 
 
 def _decoded(name, source, img_size):

@@ -175,6 +175,56 @@ def test_symlinked_class_folders_are_followed(dataset, tmp_path):
     assert classes == SORTED and len(splits["train"].images) == 9
 
 
+@pytest.mark.parametrize("packed", [None, ".zip"])
+def test_heic_and_avif_photos_read_like_any_image(dataset, tmp_path, packed):
+    """A class folder of phone photos only, another mixing them with PNGs."""
+    mole = dataset / "train" / "mole"
+    for i, path in enumerate(sorted(mole.iterdir())):
+        Image.open(path).save(path.with_suffix(".heic"), quality=95)
+        path.unlink()
+    Image.open(dataset / "train" / "ant" / "000.png").save(dataset / "train" / "ant" / "x.avif")
+    source = archive(dataset, tmp_path / "photos.zip") if packed else dataset
+
+    splits, _ = read_folder(source)
+
+    train = splits["train"]
+    assert [name for name in train.names if name.endswith((".heic", ".avif"))] == [
+        "train/ant/x.avif", "train/mole/000.heic", "train/mole/001.heic", "train/mole/002.heic"]
+    for name, image in zip(train.names, train.images):
+        label = name.split("/")[1]  # each photo still shows its class's colour
+        assert image.mean(axis=(0, 1)).argmax() == DOMINANT_CHANNEL[label], name
+
+
+def test_zip_with_backslashes_in_member_names_reads_as_folders(dataset, tmp_path):
+    packed = tmp_path / "windows.zip"
+    with zipfile.ZipFile(packed, "w") as archive_file:
+        for path in sorted(p for p in dataset.rglob("*") if p.is_file()):
+            archive_file.write(path, "\\".join(("photos",) + path.relative_to(dataset).parts))
+    assert "photos\\train\\ant\\000.png" in zipfile.ZipFile(packed).namelist()
+
+    splits, classes = read_folder(packed)
+    plain, _ = read_folder(dataset)
+
+    assert classes == SORTED
+    assert splits["train"].names == ["photos/" + name for name in plain["train"].names]
+    for ours, theirs in zip(splits["train"].images, plain["train"].images):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_symlink_loop_and_a_folder_linked_twice_are_listed_once(dataset, capsys):
+    ant = dataset / "train" / "ant"
+    (ant / "loop").symlink_to(dataset / "train")  # a loop: ant/loop/ant/loop/...
+    (dataset / "train" / "ant_again").symlink_to(ant)
+
+    tree = read_tree(dataset)
+
+    listed = sorted(str(path) for path in tree.files)
+    assert len(listed) == 3 * 3 + 3 * 2, listed  # each image once
+    warning = capsys.readouterr().err
+    assert "skipped 2 links to folders already listed" in warning
+    assert "train/ant/loop" in warning and "train/ant_again" in warning
+
+
 def truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -244,7 +294,7 @@ def test_names_and_order_do_not_depend_on_the_archives_member_order(dataset, tmp
 def test_skipped_files_are_named_in_warnings(dataset, capsys):
     ant = dataset / "train" / "ant"
     (ant / "notes.txt").write_text("where these came from")
-    (ant / "photo.heic").write_bytes(b"not a format we read")
+    (ant / "photo.jxl").write_bytes(b"\xff\x0a" + bytes(100))
     (ant / "more").mkdir()
     shutil.copy(ant / "000.png", ant / "more" / "deep.png")
     shutil.copy(ant / "000.png", dataset / "train" / "loose.png")
@@ -258,12 +308,14 @@ def test_skipped_files_are_named_in_warnings(dataset, capsys):
     warnings = capsys.readouterr().err.splitlines()
     assert all(line.startswith(f"warning: {dataset}: skipped ") for line in warnings)
     text = "\n".join(warnings)
-    for name in ("train/ant/notes.txt", "train/ant/photo.heic", "train/ant/more/deep.png",
+    for name in ("train/ant/notes.txt", "train/ant/photo.jxl", "train/ant/more/deep.png",
                  "train/loose.png", "val/ant/000.png", ".DS_Store"):
         assert name in text, name
-    assert len(warnings) == 4  # one line per reason
+    assert len(warnings) == 5  # one line per reason
     not_images = next(line for line in warnings if "not images" in line)
-    assert "skipped 2 files" in not_images
+    assert "skipped 1 files" in not_images and "notes.txt" in not_images
+    jpeg_xl = next(line for line in warnings if "photo.jxl" in line)
+    assert "1 JPEG XL photos, which Pillow cannot read (convert them to JPEG" in jpeg_xl
 
 
 def test_a_long_list_of_skipped_files_is_cut_short(dataset, capsys):

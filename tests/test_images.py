@@ -95,6 +95,33 @@ def test_exif_orientation_is_applied(tmp_path, orientation, marked_corner):
         assert is_blue == (corner == marked_corner), corner
 
 
+@pytest.mark.parametrize("fmt, suffix", [("HEIF", "heic"), ("AVIF", "avif")])
+def test_phone_photo_formats_read_with_exif_orientation_applied(tmp_path, fmt, suffix):
+    stored = np.full((24, 40, 3), (200, 30, 30), np.uint8)
+    stored[:8, :8] = (30, 30, 200)  # the stored top-left corner blue
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # shown rotated 90 degrees clockwise, as a phone held upright
+    path = tmp_path / f"IMG_0001.{suffix}"
+    Image.fromarray(stored).save(path, format=fmt, exif=exif.tobytes(), quality=95)
+    assert path.read_bytes()[4:12] == (b"ftypheic" if suffix == "heic" else b"ftypavif")
+    assert is_image_file(path)
+
+    rgb = load_rgb(path)
+
+    assert rgb.shape == (40, 24, 3)
+    assert rgb[1:7, -7:-1].mean(axis=(0, 1)).argmax() == 2  # blue now top right
+    assert rgb[-7:-1, 1:7].mean(axis=(0, 1)).argmax() == 0
+    assert np.abs(decode_resized(path.read_bytes(), 12).astype(int)
+                  - resize(rgb, 12).astype(int)).max() <= 1
+
+
+def test_a_photo_format_pillow_cannot_read_is_named_with_the_fix(tmp_path):
+    path = tmp_path / "photo.jpg"  # a JPEG XL codestream, whatever its name says
+    path.write_bytes(b"\xff\x0a" + bytes(200))
+    with pytest.raises(PipelineError, match="JPEG XL, a format Pillow cannot read: convert"):
+        load_rgb(path)
+
+
 def test_not_an_image_is_named(tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_text("not really a photo")
@@ -104,7 +131,8 @@ def test_not_an_image_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("name, counts", [
-    ("a.jpg", True), ("b.JPEG", True), ("c.png", True), ("d.webp", True),
+    ("a.jpg", True), ("b.JPEG", True), ("c.png", True), ("d.webp", True), ("e.HEIC", True),
+    ("f.heif", True), ("g.avif", True),
     ("README.txt", False), (".DS_Store", False), ("._a.jpg", False), ("notes", False),
 ])
 def test_is_image_file(tmp_path, name, counts):

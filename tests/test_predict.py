@@ -5,6 +5,7 @@ import shutil
 import tarfile
 
 import pytest
+from PIL import Image
 
 from _ran_project import IMAGES, ran_project_template  # noqa: F401 - a fixture
 
@@ -61,6 +62,25 @@ def test_archive_nested_folders_and_single_files(ran_project_template, test_imag
     skipped = predict(project, test_images, output=tmp_path / "again.csv")
     assert "warning: skipped 1 files that are not images" in skipped.stderr
     assert str(test_images / "notes.txt") in skipped.stderr
+
+
+def test_heic_photos_and_a_symlink_loop(ran_project_template, test_images,  # noqa: F811
+                                       tmp_path):
+    project = ran_project_template
+    png = next(test_images.rglob("*.png"))
+    Image.open(png).save(png.with_suffix(".heic"), quality=95)
+    (png.parent / "loop").symlink_to(test_images)
+    (test_images / "copy.jxl").write_bytes(b"\xff\x0a" + bytes(100))
+    expected = len(list(test_images.rglob("*.png"))) + 1
+
+    result = predict(project, test_images, output=tmp_path / "out.csv")
+
+    assert result.returncode == 0, result.stderr
+    files = [row["file"] for row in read_rows(tmp_path / "out.csv")]
+    assert len(files) == len(set(files)) == expected  # every image once, the loop not walked
+    assert str(png.with_suffix(".heic")) in files
+    assert "skipped 1 links to folders already listed" in result.stderr
+    assert "skipped 1 JPEG XL photos, which Pillow cannot read" in result.stderr
 
 
 def test_a_corrupt_image_is_named_and_the_others_still_predicted(ran_project_template,  # noqa: F811
