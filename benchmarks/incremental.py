@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from PIL import Image
 
 import _pipeline
 

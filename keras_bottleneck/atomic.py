@@ -1,13 +1,15 @@
 """Write outputs under a temporary name and rename them into place when complete.
 
 An interrupted stage therefore never leaves a half-written file at an output path that DVC
-(or a user running `dvc commit`) could mistake for a result.
+(or a user running `dvc commit`) could mistake for a result. JSON is read back checked.
 """
 import json
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import damaged
 
 
 def _remove(path: Path):
@@ -43,3 +45,11 @@ def write_json(path, data):
     """Write `data` as indented JSON to `path`, atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path):
+    """The data of a JSON file; a file that is not whole JSON is named as damaged."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise damaged(path, f"not valid JSON: {error}") from None

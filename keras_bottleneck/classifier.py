@@ -1,7 +1,7 @@
 """The exported classifier: RGB uint8 images in, class probabilities out, in one Keras model."""
-import json
 from pathlib import Path
 
+from .atomic import read_json
 from .engines import OpenVINOEngine, TensorFlowEngine, convert, extractor
 from .errors import PipelineError
 from .heads import takes_pooled
@@ -65,7 +65,7 @@ def load_engine(model_path, engine, batch_size):
         raise PipelineError(f"{path} does not exist: run `dvc repro export` to write it, or "
                             "pass --engine tensorflow")
     classes = _classes(model_path)
-    settings = json.loads(path.with_name(OPENVINO_SETTINGS).read_text())
+    settings = read_json(path.with_name(OPENVINO_SETTINGS))
     running = OpenVINOEngine(path, batch_size, settings["precision"])
     if running.output_shape != (len(classes),):
         raise PipelineError(f"{path} has {running.output_shape} outputs but there are "
@@ -79,7 +79,7 @@ def _classes(model_path):
     if not classes_path.is_file():
         raise PipelineError(f"{classes_path} is missing: it is written beside the model by "
                             "`dvc repro export`; copy it along with the model")
-    return json.loads(classes_path.read_text())
+    return read_json(classes_path)
 
 
 def load(model_path):

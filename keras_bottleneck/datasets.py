@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PipelineError
+from . import npy_stream
+from .atomic import read_json
+from .errors import PipelineError, damaged
 
 SPLITS = ("train", "test")  # of the raw dataset
 # Of the prepared images and the features: validation is held out of the chosen train images
@@ -77,10 +79,13 @@ class RawSplit:
             raise PipelineError(f"{missing[0]} is missing: run the earlier stages first "
                                 "(dvc repro)")
         self.images_path = paths["images.bin"]
-        self.spans = np.load(paths["spans.npy"])
-        self.labels = np.load(paths["labels.npy"])
-        self.names = json.loads(paths["names.json"].read_text())
-        self.keys = np.load(paths["keys.npy"])
+        self.spans = npy_stream.load(paths["spans.npy"])
+        self.labels = npy_stream.load(paths["labels.npy"])
+        self.names = read_json(paths["names.json"])
+        self.keys = npy_stream.load(paths["keys.npy"])
+        if self.spans.size and self.spans[-1].sum() > self.images_path.stat().st_size:
+            raise damaged(self.images_path, f"{self.images_path.stat().st_size} bytes where "
+                          f"its index needs {self.spans[-1].sum()}: cut short")
 
     def __len__(self):
         return len(self.labels)
@@ -98,7 +103,10 @@ class RawSplit:
 def read_span(path, offset, length):
     with open(path, "rb") as file:
         file.seek(offset)
-        return file.read(length)
+        data = file.read(length)
+    if len(data) != length:
+        raise damaged(path, f"an image's {length} bytes at {offset} end after {len(data)}")
+    return data
 
 
 def raw_fingerprint():
@@ -116,12 +124,13 @@ def read_classes(directory):
     path = Path(directory) / "classes.json"
     if not path.exists():
         raise PipelineError(f"{path} is missing: run the earlier stages first (dvc repro)")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def split_inputs(directory, kind):
     """{split: (path of <split>_<kind>.npy, labels)}: the inputs stay on disk, to be read batch
     by batch."""
     directory = Path(directory)
-    return {name: (directory / f"{name}_{kind}.npy", np.load(directory / f"{name}_labels.npy"))
+    return {name: (directory / f"{name}_{kind}.npy",
+                   npy_stream.load(directory / f"{name}_labels.npy"))
             for name in PREPARED_SPLITS}

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import backbones
 from .checksums import sha256_of
-from .errors import PipelineError
+from .atomic import read_json
+from .errors import PipelineError, damaged
 
 DESCRIPTION = "backbone.json"
 OPENVINO_MODEL = "backbone.xml"
@@ -86,7 +87,7 @@ def read_description(directory):
     path = Path(directory) / DESCRIPTION
     if not path.is_file():
         raise PipelineError(f"{path} is missing: run `dvc repro` (the backbone stage writes it)")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def load(directory, params, img_size):
@@ -138,7 +139,10 @@ class OpenVINOEngine:
     def __init__(self, model_path, batch_size, precision, description=None):
         import openvino as ov
         core = ov.Core()
-        model = core.read_model(model_path)
+        try:
+            model = core.read_model(model_path)
+        except RuntimeError as error:  # a .bin cut short, a damaged .xml
+            raise damaged(model_path, " ".join(str(error).split())[:200]) from None
         image_shape = [dim.get_length() for dim in list(model.input().get_partial_shape())[1:]]
         model.reshape([batch_size] + image_shape)
         self.compiled = core.compile_model(model, "CPU", {

@@ -3,8 +3,12 @@
 Memory-mapping would be simpler, but every touched page of a mapping counts as resident memory,
 so memory would grow with the dataset; buffered reads and writes keep it flat.
 """
+import os
+
 import numpy as np
 from numpy.lib import format as npy_format
+
+from .errors import damaged, is_disk_full, no_room
 
 
 class NpyWriter:
@@ -17,6 +21,18 @@ class NpyWriter:
         header = {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False,
                   "shape": self.shape}
         npy_format.write_array_header_2_0(self._file, header)
+        self._reserve(path, self._file.tell() + int(np.prod(self.shape)) * self.dtype.itemsize)
+
+    def _reserve(self, path, size):
+        """Claim the whole file's blocks now: a disk too small fails before hours of work,
+        saying how much is needed (where the file system cannot reserve, writes find out)."""
+        try:
+            os.posix_fallocate(self._file.fileno(), 0, size)
+        except OSError as error:
+            if not is_disk_full(error):
+                return
+            self._file.close()
+            raise no_room(path, size) from None
 
     def write(self, batch):
         batch = np.ascontiguousarray(batch, dtype=self.dtype)
@@ -47,12 +63,34 @@ def read_header(path):
 
 
 def _read_header(file):
-    major, _ = npy_format.read_magic(file)
-    read = npy_format.read_array_header_1_0 if major == 1 else npy_format.read_array_header_2_0
-    shape, fortran_order, dtype = read(file)
+    """(shape, dtype), the file positioned at its data; a header that cannot be read or a size
+    that is not the header's is a damaged file."""
+    try:
+        major, _ = npy_format.read_magic(file)
+        read = (npy_format.read_array_header_1_0 if major == 1
+                else npy_format.read_array_header_2_0)
+        shape, fortran_order, dtype = read(file)
+    except (ValueError, EOFError, SyntaxError) as error:
+        raise damaged(file.name, f"not a readable .npy file: {error}") from None
     if fortran_order:
         raise ValueError(f"{file.name}: Fortran-ordered arrays are not supported")
+    expected = file.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = os.fstat(file.fileno()).st_size
+    if actual != expected:
+        raise damaged(file.name, f"{actual} bytes where its header says {expected}: "
+                      f"{'cut short' if actual < expected else 'longer than its array'}")
     return shape, dtype
+
+
+def _short_read(path, got, wanted):
+    return damaged(path, f"read {got} bytes where {wanted} were expected: it changed while "
+                   "being read")
+
+
+def load(path):
+    """The whole array of a small .npy file (labels, keys, spans), its size checked first."""
+    read_header(path)
+    return np.load(path)
 
 
 def iter_batches(path, batch_size):
@@ -63,6 +101,8 @@ def iter_batches(path, batch_size):
         for start in range(0, shape[0], batch_size):
             rows = min(batch_size, shape[0] - start)
             batch = np.fromfile(file, dtype=dtype, count=rows * row_items)
+            if batch.size != rows * row_items:
+                raise _short_read(path, batch.nbytes, rows * row_items * dtype.itemsize)
             yield batch.reshape((rows,) + tuple(shape[1:]))
 
 
@@ -92,10 +132,18 @@ class NpyRows:
             raise IndexError(f"row index out of range for {self.path} of {self.shape[0]} rows")
         with open(self.path, "rb", buffering=0) as file:
             if len(indices) and (np.diff(indices) == 1).all():  # consecutive: one read
-                file.seek(self._data_offset + int(indices[0]) * self._row_bytes)
-                file.readinto(memoryview(rows.reshape(-1).view(np.uint8)))
+                self._read_into(file, int(indices[0]), rows.reshape(-1))
             else:  # in file order, which the disk and the page cache prefer
                 for position in np.argsort(indices, kind="stable"):
-                    file.seek(self._data_offset + int(indices[position]) * self._row_bytes)
-                    file.readinto(memoryview(rows[position].reshape(-1).view(np.uint8)))
+                    self._read_into(file, int(indices[position]), rows[position].reshape(-1))
         return rows
+
+    def _read_into(self, file, row, target):
+        file.seek(self._data_offset + row * self._row_bytes)
+        view = memoryview(target.view(np.uint8))
+        got = 0
+        while got < len(view):  # a raw read may return fewer bytes than asked, 0 at the end
+            count = file.readinto(view[got:])
+            if not count:
+                raise _short_read(self.path, got, len(view))
+            got += count

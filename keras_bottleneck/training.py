@@ -5,12 +5,24 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_json
+from .errors import PipelineError, damaged
 from .npy_stream import NpyRows
 from .resources import peak_memory_mb
 
 # Bytes of rows read per Python call by `dataset`: large enough that the calls cost little
 # next to the training step, small enough to keep memory flat.
 BLOCK_BYTES = 16 * 2**20
+
+
+def load_model(path):
+    """A Keras model an earlier stage saved: one line if it is missing or not whole."""
+    import keras
+    if not Path(path).is_file():
+        raise PipelineError(f"{path} is missing: run the earlier stages first (dvc repro)")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # noqa: BLE001 - Keras raises many kinds on a bad file
+        raise damaged(path, " ".join(str(error).split())[:200]) from None
 
 
 def seed_everything(seed, deterministic):

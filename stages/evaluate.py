@@ -1,10 +1,9 @@
 """Stage evaluate: the three methods on the test split: per-class metrics, confusion matrices,
 their most confident mistakes, and a report comparing them (metrics/report.md)."""
-import json
 from pathlib import Path
 
-from keras_bottleneck import backbones, evaluation, mirror, params as params_file
-from keras_bottleneck.atomic import atomic_path, write_json
+from keras_bottleneck import backbones, evaluation, mirror, params as params_file, training
+from keras_bottleneck.atomic import atomic_path, read_json, write_json
 from keras_bottleneck.datasets import read_classes, split_inputs
 from keras_bottleneck.errors import run_stage
 from keras_bottleneck.npy_stream import NpyRows
@@ -15,7 +14,6 @@ PREPARED, FEATURES, MODELS, METRICS = (Path("data/prepared"), Path("data/feature
 
 def main():
     params = params_file.load()
-    import keras
     import tensorflow as tf
     classes = read_classes(FEATURES)
     batch_size = params["train"]["batch_size"]
@@ -33,7 +31,7 @@ def main():
     test_images = NpyRows(PREPARED / "test_images.npy")
     results = {}
     for method, (model_path, (path, labels), transform) in inputs.items():
-        model = keras.models.load_model(model_path)
+        model = training.load_model(model_path)
         if mirrored:
             model = (mirror.on_features if method == "train_head" else mirror.on_images)(model)
         probabilities = evaluation.predict(model, path, labels, batch_size, transform)
@@ -49,12 +47,12 @@ def main():
              f"{probabilities[i, predicted[i]]:.2f}" for i in wrong],
             METRICS / f"mistakes_{method}.png")
     write_json(METRICS / "evaluate.json", results)
-    stage_metrics = {method: json.loads((METRICS / f"{method}.json").read_text())
+    stage_metrics = {method: read_json(METRICS / f"{method}.json")
                      for method in inputs}
     sizes = {"features": sum(p.stat().st_size for p in FEATURES.glob("*_features.npy")),
              **{method: model_path.stat().st_size for method, (model_path, *_) in inputs.items()}}
     text = evaluation.report(results, stage_metrics,
-                             json.loads((METRICS / "extract.json").read_text()), sizes)
+                             read_json(METRICS / "extract.json"), sizes)
     with atomic_path(METRICS / "report.md") as tmp:
         tmp.write_text(text)
     print("evaluate: " + ", ".join(f"{method} accuracy {result['accuracy']:.3f} macro F1 "

@@ -4,7 +4,7 @@ from RGB images to class probabilities: models/classifier.keras, models/classes.
 SavedModel in models/classifier_savedmodel/ and an OpenVINO model in models/classifier_openvino/."""
 from pathlib import Path
 
-from keras_bottleneck import (backbones, classifier, finetuning, mirror,
+from keras_bottleneck import (backbones, classifier, finetuning, mirror, training,
                               params as params_file)
 from keras_bottleneck.datasets import read_classes
 from keras_bottleneck.errors import run_stage
@@ -14,14 +14,13 @@ FEATURES, MODELS = Path("data/features"), Path("models")
 
 def main():
     params = params_file.load()
-    import keras
     classes = read_classes(FEATURES)
     if params["export"]["model"] == "finetune":
         # Trained on images, not on stored features: nothing to round.
-        backbone, head = finetuning.parts(keras.models.load_model(MODELS / "finetuned.keras"))
+        backbone, head = finetuning.parts(training.load_model(MODELS / "finetuned.keras"))
         feature_dtype = "float32"
     else:
-        head = keras.models.load_model(MODELS / "head.keras")
+        head = training.load_model(MODELS / "head.keras")
         backbone = backbones.build_for_extraction(params["backbone"],
                                                   params["prepare"]["img_size"])
         feature_dtype = params["extract"]["dtype"]

@@ -2,7 +2,7 @@
 unfrozen, trained end to end at a low learning rate on freshly augmented images."""
 from pathlib import Path
 
-from keras_bottleneck import augment, backbones, mirror, params as params_file
+from keras_bottleneck import augment, backbones, mirror, params as params_file, training
 from keras_bottleneck.datasets import read_classes, split_inputs
 from keras_bottleneck.errors import PipelineError, run_stage
 from keras_bottleneck.finetuning import finetune_model
@@ -14,14 +14,13 @@ PREPARED = Path("data/prepared")
 
 def main():
     params = params_file.load()
-    import keras
     classes = read_classes(PREPARED)
     splits = split_inputs(PREPARED, "images")
     # The backbone extract ran (the same random one with weights: none), then train.seed.
     backbone = backbones.build_for_extraction(params["backbone"],
                                               read_header(splits["train"][0])[0][1])
     seed_everything(params["train"]["seed"], params["train"]["deterministic"])
-    head = keras.models.load_model("models/head.keras")
+    head = training.load_model("models/head.keras")
     if head.output_shape[-1] != len(classes):
         raise PipelineError(f"models/head.keras has {head.output_shape[-1]} outputs but "
                             f"{PREPARED} has {len(classes)} classes: run `dvc repro` to "

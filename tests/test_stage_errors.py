@@ -1,5 +1,10 @@
 """Bad input through the real stage scripts: exit code 1, one `error:` line naming the problem as
 the last line of stderr, no traceback, and no new file in data/, models/ or metrics/."""
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 from PIL import Image
 
@@ -84,3 +89,93 @@ def test_too_many_images_asked_for(project):
     assert "prepare.train_count 13 is more than the 12 train images" in last_line
     assert not (project.root / "data" / "prepared").exists()
     assert not (project.root / "metrics" / "first_images.png").exists()
+
+
+def cut_short(path, count=200):
+    """A copy of `path` cut short put in its place (a new file: outputs are hard links to the
+    cache, which writing in place as root would damage too)."""
+    whole = path.read_bytes()
+    path.unlink()
+    path.write_bytes(whole[:-count])
+
+
+# (the file damaged, the stage that reads it, the DVC output that holds it, who writes that)
+DAMAGED = [("data/raw/train_images.bin", "preprocess", "data/raw", "fetch"),
+           ("data/prepared/train_images.npy", "extract", "data/prepared", "preprocess"),
+           ("models/backbone/backbone.bin", "extract", "models/backbone", "backbone"),
+           ("data/features/train_features.npy", "train_head", "data/features", "extract"),
+           ("data/features/train_labels.npy", "train_head", "data/features", "extract")]
+
+
+def test_a_file_cut_short_is_named_with_the_fix_and_nothing_trains_on_it(project):
+    """A copy cut short or a disk that filled: no stage reads past the end of a file (before,
+    train_head trained on uninitialised rows, loss nan, and exited 0); the fix it names works."""
+    project.repro("extract")
+    for name, stage, output, writer in DAMAGED:
+        path = project.root / name
+        whole = path.read_bytes()
+        cut_short(path)
+
+        last_line = run_failing(project, stage)
+
+        shown = name.replace("backbone.bin", "backbone.xml")  # OpenVINO reads both
+        assert f"error: {shown} is damaged (" in last_line, last_line
+        assert (f"restore it with `dvc checkout --force {output}`, or rebuild it with "
+                f"`dvc repro --force {writer}`") in last_line
+        project.dvc("checkout", "--force", output)
+        assert path.read_bytes() == whole, name
+    assert project.repro("train_head") == ["train_head"]  # on the restored features
+
+
+def run_on_a_small_disk(project, tmp_path, commands, free):
+    """Run `commands` (shell) in a copy of the project on a tmpfs of its own (mounted in a mount
+    namespace of this test's, so nothing outside sees it) left with `free` bytes; then free
+    the disk and `dvc repro` again. Returns {name: text} of what each step printed."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a full disk is made with a tmpfs in a mount namespace: needs root and "
+                    "unshare")
+    disk, logs = tmp_path / "disk", tmp_path / "logs"
+    disk.mkdir()
+    logs.mkdir()
+    script = f"""
+        mount -t tmpfs -o size=512m tmpfs {disk} || exit 77
+        cp -a {project.root} {disk}/project && cd {disk}/project
+        free=$(df --output=avail -B1 . | tail -1)
+        fallocate -l $((free - {free})) {disk}/filler
+        ({commands}) >{logs}/full.out 2>{logs}/full.err; echo $? >{logs}/full.rc
+        find data models metrics | sort >{logs}/outputs
+        rm {disk}/filler
+        {sys.executable} -m dvc repro >{logs}/again.out 2>{logs}/again.err; echo $? >{logs}/again.rc
+    """
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script],
+                            env=project.env, capture_output=True, text=True, timeout=600)
+    if result.returncode == 77:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    return {path.name: path.read_text() for path in logs.iterdir()}
+
+
+@pytest.mark.parametrize("stage, free", [
+    ("extract", 8192),  # its features do not fit: it fails before running the backbone
+    ("train_head", 0),  # the disk is full as it saves (dvclive, the model)
+])
+def test_a_full_disk_is_one_line_leaves_no_output_and_the_next_repro_runs_again(
+        project, tmp_path, stage, free):
+    project.set_params(**{"backbone.name": "mobilenet", "backbone.alpha": 0.25})
+    upstream = ["fetch", "preprocess", "backbone", "extract", "train_head"]
+    project.repro(*upstream[:upstream.index(stage)])
+    before = sorted(str(path) for path in outputs(project))
+
+    logs = run_on_a_small_disk(project, tmp_path, f"{sys.executable} -m dvc repro {stage}", free)
+
+    assert logs["full.rc"].strip() != "0"
+    ours = [line for line in logs["full.err"].splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and "Traceback" not in logs["full.err"], logs["full.err"]
+    assert ours[0].startswith("error: no space left on the device")
+    assert "then run `dvc repro` again" in ours[0]
+    if stage == "extract":
+        assert "for data/features/train_features.npy: it needs " in ours[0]
+    # Nothing of the failed stage is left, in its outputs or as temporaries beside them.
+    assert sorted(logs["outputs"].split()) == sorted(["data", "models", "metrics"] + before)
+    assert logs["again.rc"].strip() == "0", logs["again.err"]
+    assert f"Running stage '{stage}'" in logs["again.out"]
