@@ -109,6 +109,22 @@ def read_span(path, offset, length):
     return data
 
 
+def same_bytes(directory):
+    """Images of a raw dataset whose bytes are the very same (by SHA-256): ([(train name, test
+    name)] for each test image that is also a train image, {split: how many images repeat one
+    earlier in the split})."""
+    splits = {split: RawSplit(directory, split) for split in SPLITS}
+    first_train = {}
+    for key, name in zip(map(bytes, splits["train"].keys), splits["train"].names):
+        first_train.setdefault(key, name)
+    across = [(first_train[key], name)
+              for key, name in zip(map(bytes, splits["test"].keys), splits["test"].names)
+              if key in first_train]
+    within = {split: len(raw) - len(np.unique(raw.keys, axis=0)) if len(raw) else 0
+              for split, raw in splits.items()}
+    return across, within
+
+
 def raw_fingerprint():
     """What a raw dataset's images depend on besides the source's bytes: the decoder that
     checked them (fetch) or encoded them (cifar10)."""

@@ -1,4 +1,5 @@
 """Stage fetch: the raw dataset (CIFAR-10 or an image folder) -> data/raw/, images as given."""
+import sys
 import time
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from tqdm import tqdm
 from keras_bottleneck import incremental, params as params_file
 from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.cifar10 import fetch_cifar10
-from keras_bottleneck.datasets import raw_fingerprint
+from keras_bottleneck.datasets import raw_fingerprint, same_bytes
 from keras_bottleneck.errors import run_stage
 from keras_bottleneck.folder import fetch_folder
 
@@ -28,7 +29,16 @@ def main():
                 counts, classes, checked = fetch_folder(data["path"], tmp, known, bar)
         write_json(tmp / incremental.FINGERPRINT, current)
     images = sum(counts.values())
+    across, within = same_bytes(RAW)
+    if across:
+        shown = ", ".join(f"{test} = {train}" for train, test in across[:5])
+        more = f" and {len(across) - 5} more" if len(across) > 5 else ""
+        print(f"warning: {len(across)} test images are the very same files as train images, so "
+              f"the test accuracy counts images the model was trained on: {shown}{more}; "
+              "delete one of each pair", file=sys.stderr)
     write_json(METRICS, {"images": images, "checked_images": checked,
+                         "duplicates_across_splits": len(across),
+                         "duplicates_within_split": within,
                          "seconds": round(time.perf_counter() - started, 3)})
     sizes = ", ".join(f"{count} {name}" for name, count in counts.items())
     reused = f"; {images - checked} known to decode from earlier runs" \

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_bottleneck.datasets import (RawSplit, RawWriter, read_classes, split_inputs,
-                                       write_classes)
+from keras_bottleneck.datasets import (RawSplit, RawWriter, read_classes, same_bytes,
+                                       split_inputs, write_classes)
 from keras_bottleneck.errors import PipelineError
 
 
@@ -76,3 +76,15 @@ def test_split_inputs_leaves_the_inputs_on_disk(tmp_path):
     assert inputs["train"][0] == tmp_path / "train_features.npy"
     assert inputs["test"][1].tolist() == [0, 1]
     assert list(inputs) == ["train", "validation", "test"] and len(inputs["validation"][1]) == 0
+
+
+def test_same_bytes_pairs_test_images_with_the_first_train_image_of_their_bytes(tmp_path):
+    with RawWriter(tmp_path, "train") as train:
+        for name, data in (("a", b"1"), ("b", b"2"), ("c", b"1")):
+            train.add(name, 0, data)
+    with RawWriter(tmp_path, "test") as test:
+        for name, data in (("x", b"2"), ("y", b"3"), ("z", b"1"), ("w", b"3")):
+            test.add(name, 0, data)
+    across, within = same_bytes(tmp_path)
+    assert across == [("b", "x"), ("a", "z")]
+    assert within == {"train": 1, "test": 1}

@@ -179,3 +179,23 @@ def test_a_full_disk_is_one_line_leaves_no_output_and_the_next_repro_runs_again(
     assert sorted(logs["outputs"].split()) == sorted(["data", "models", "metrics"] + before)
     assert logs["again.rc"].strip() == "0", logs["again.err"]
     assert f"Running stage '{stage}'" in logs["again.out"]
+
+
+def test_the_same_photo_in_train_and_test_is_warned_about_and_counted(project, folder_dataset):
+    train, test = folder_dataset / "train", folder_dataset / "test"
+    shutil.copy(train / "class_1" / "002.png", test / "class_1" / "copy.png")
+    shutil.copy(train / "class_2" / "000.png", test / "class_0" / "mislabeled_copy.png")
+    shutil.copy(train / "class_0" / "001.png", train / "class_0" / "again.png")
+    shutil.copy(test / "class_2" / "001.png", test / "class_2" / "again.png")
+    shutil.copy(test / "class_2" / "001.png", test / "class_2" / "and_again.png")
+
+    result = project.run("python", "stages/fetch.py")
+
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, result.stderr
+    assert "2 test images are the very same files as train images" in warning[0]
+    assert "test/class_1/copy.png = train/class_1/002.png" in warning[0]
+    assert "test/class_0/mislabeled_copy.png = train/class_2/000.png" in warning[0]
+    metrics = project.metrics("fetch")
+    assert metrics["duplicates_across_splits"] == 2
+    assert metrics["duplicates_within_split"] == {"train": 1, "test": 2}
