@@ -83,6 +83,11 @@ def run_stage(main):
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except MemoryError:
+        print("error: out of memory: close other programs or run on a machine with more memory "
+              "(extract.batch_size and train.batch_size set how much a batch holds)",
+              file=sys.stderr)
+        sys.exit(1)
     except Exception as error:
         if not is_disk_full(error):
             raise

@@ -87,6 +87,8 @@ def open_rgb(source, name=None, draft_side=None):
             raise PipelineError(f"{shown}: {sniffed}, a format Pillow cannot read: "
                                 f"{UNREADABLE_FIX}") from None
         reason = "not a format Pillow knows"
+    except MemoryError:
+        raise  # the machine's limit, not the file's fault
     except Exception as error:  # noqa: BLE001 - decoders raise anything on bad data
         reason = " ".join(str(error).split()) or type(error).__name__
     raise PipelineError(f"{shown}: not a readable image ({reason}); "

@@ -37,7 +37,18 @@ def test_on_images_averages_the_image_and_its_mirror_image(image_model, images):
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(averaged.predict(mirrored, verbose=0),
                                averaged.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
-    assert averaged.count_params() == image_model.count_params()  # shared, not copied
+    # Shared, not copied: new weights in the model are the averaged model's too.
+    kernel = image_model.layers[-1].kernel
+    before = kernel.numpy()
+    try:
+        kernel.assign(np.random.default_rng(1).normal(size=before.shape) * 0.3)
+        now = (image_model.predict(images, verbose=0)
+               + image_model.predict(mirrored, verbose=0)) / 2
+        assert np.abs(now - (plain + of_mirrored) / 2).max() > 1e-3
+        np.testing.assert_allclose(averaged.predict(images, verbose=0), now, rtol=1e-5,
+                                   atol=1e-6)
+    finally:
+        kernel.assign(before)
 
 
 def test_on_images_keeps_a_uint8_input(image_model):
