@@ -82,14 +82,16 @@ def wait_for(condition, process, log_path):
 
 
 def data_bytes(path):
-    """(bytes of array data written so far, bytes of the whole array) of a .npy file."""
+    """(bytes of array data written so far, bytes of the whole array) of a .npy file. The writer
+    reserves the whole file at once (zeros): what was written ends at the last non-zero byte."""
     with open(path, "rb") as file:
         major, _ = np.lib.format.read_magic(file)
         read = (np.lib.format.read_array_header_1_0 if major == 1
                 else np.lib.format.read_array_header_2_0)
         shape, _, dtype = read(file)
-        header = file.tell()
-    return path.stat().st_size - header, int(np.prod(shape)) * dtype.itemsize
+        data = np.frombuffer(file.read(), np.uint8)
+    written = np.flatnonzero(data)
+    return (int(written[-1]) + 1 if len(written) else 0), int(np.prod(shape)) * dtype.itemsize
 
 
 def growing_features(root):
