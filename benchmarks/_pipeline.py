@@ -20,7 +20,8 @@ from keras_bottleneck.synthetic import photo
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # What a copy of the project needs to run its pipeline: code and config, no outputs.
-PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", ".dvc/config",
+PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", "data/exclude.txt",
+                 ".dvc/config",
                  ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 CLASSES = [f"class_{i}" for i in range(10)]
 SOURCE_SIZE = 32  # CIFAR-10's side: the images the original resized up to 139 px

@@ -68,17 +68,21 @@ def most_confident_mistakes(labels, probabilities, count):
     return wrong[np.argsort(-confidence, kind="stable")][:count]
 
 
-def draw_mistakes(images, captions, path, tile=128, columns=4):
-    """A grid of images, each with its caption lines above it."""
+def draw_mistakes(images, captions, path, tile=128, columns=4,
+                  empty="no mistakes on the test split"):
+    """A grid of images, each with its caption lines above it (`empty` where there are none).
+    An image twice as wide as high (a pair side by side) takes a tile twice as wide."""
+    width = tile * max([image.shape[1] // image.shape[0] for image in images] + [1])
     rows = max(1, -(-len(images) // columns))
-    sheet = Image.new("RGB", (tile * columns, (tile + 28) * rows), "white")
+    sheet = Image.new("RGB", (width * columns, (tile + 28) * rows), "white")
     draw = ImageDraw.Draw(sheet)
     if not images:
-        draw.text((4, 4), "no mistakes on the test split", fill="black")
+        draw.text((4, 4), empty, fill="black")
     for i, (image, caption) in enumerate(zip(images, captions)):
-        x, y = (i % columns) * tile, (i // columns) * (tile + 28)
+        x, y = (i % columns) * width, (i // columns) * (tile + 28)
         draw.text((x + 2, y + 2), caption, fill="black")
-        sheet.paste(Image.fromarray(image).resize((tile, tile), Image.NEAREST), (x, y + 28))
+        size = (tile * max(1, image.shape[1] // image.shape[0]), tile)
+        sheet.paste(Image.fromarray(image).resize(size, Image.NEAREST), (x, y + 28))
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
 
@@ -141,5 +145,11 @@ def report(evaluation, stage_metrics, extract_metrics, sizes):
     if stage_metrics["train_head"].get("mirrored"):
         lines.append("Every prediction is the mean of the model's for the image and for its "
                      "mirror image (predict.mirror).")
+    lines += ["", "## Data audit", "",
+              "The audit stage lists likely label errors and duplicates between the splits, "
+              "from these features: [metrics/audit/report.md](audit/report.md) with pictures, "
+              "metrics/audit/label_issues.csv and duplicates.csv; `keras-bottleneck audit` "
+              "prints the first ones. List images in prepare.exclude to leave them out. (It "
+              "is a stage of its own that nothing depends on, so it is not summed up here.)"]
     lines.append("")
     return "\n".join(lines)

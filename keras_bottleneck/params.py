@@ -52,6 +52,14 @@ def _text(value):
     return isinstance(value, str) and value != ""
 
 
+def _folds(value):
+    return _positive_int(value) and value >= 2
+
+
+def _hamming(value):
+    return _non_negative_int(value) and value <= 64
+
+
 def _units(value):
     return isinstance(value, list) and all(_positive_int(unit) for unit in value)
 
@@ -64,6 +72,8 @@ _area.__doc__ = "a fraction of the image's area above 0, at most 1"
 _aspect.__doc__ = "a ratio of 1 (square crops only) or more"
 _bool.__doc__ = "true or false"
 _text.__doc__ = "a non-empty string"
+_folds.__doc__ = "a whole number, 2 or more"
+_hamming.__doc__ = "a whole number of bits from 0 to 64"
 _units.__doc__ = "a list of whole numbers above 0, e.g. [256]"
 
 # section -> key -> (default, check). The defaults reproduce the original experiment.
@@ -80,6 +90,7 @@ SCHEMA = {
         "stratify": (False, _bool),
         "shuffle": (False, _bool),
         "seed": (0, _non_negative_int),
+        "exclude": ("data/exclude.txt", _text),
     },
     "backbone": {
         "name": ("resnet50", _text),
@@ -123,6 +134,13 @@ SCHEMA = {
     "predict": {"mirror": (False, _bool)},
     "export": {"model": ("head", _one_of("head", "finetune"))},
     "evaluate": {"mistakes": (16, _positive_int)},
+    "audit": {
+        "folds": (10, _folds),
+        "regularization": (0.003, _positive_number),
+        "seed": (0, _non_negative_int),
+        "hash_distance": (6, _hamming),
+        "shown": (16, _positive_int),
+    },
 }
 
 

@@ -1,5 +1,7 @@
 """Select the subset to work on, resize it, and draw a first look at it."""
+import sys
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -9,6 +11,31 @@ from .errors import PipelineError
 from .images import DRAFT_MARGIN, decode_resized
 from .incremental import write_rows
 from .parallel import ordered_map
+
+
+def read_exclusions(path):
+    """The image paths listed in the file `path` (prepare.exclude), one a line as in the audit's
+    file column (train/cat/IMG_0001.jpg); blank lines and lines starting with # are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"prepare.exclude {path} does not exist: create it (one image path a "
+                            "line, as in metrics/audit/label_issues.csv) or point prepare.exclude "
+                            "at such a file")
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def kept(names, excluded):
+    """Indices of the images whose names (as fetch stored them) are not in `excluded`."""
+    return np.array([i for i, name in enumerate(names) if name not in excluded], np.int64)
+
+
+def warn_unknown_exclusions(excluded, names):
+    unknown = sorted(excluded - set(names))
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        print(f"warning: prepare.exclude lists {len(unknown)} paths that are no image of the "
+              f"dataset, ignored: {', '.join(unknown[:5])}{more}", file=sys.stderr)
 
 
 def select(labels, count, stratify, shuffle, seed, what="train"):

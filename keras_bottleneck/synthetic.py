@@ -21,3 +21,11 @@ def jpeg_bytes(image, quality=90):
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def reencoded(path, target, scale=1.1, quality=70):
+    """A near-duplicate of the image at `path` as users make them: resized by `scale` and saved
+    as a JPEG again at `quality`, in `target`."""
+    image = Image.open(path).convert("RGB")
+    image.resize((round(image.width * scale), round(image.height * scale)),
+                 Image.BICUBIC).save(target, quality=quality)

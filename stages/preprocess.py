@@ -1,5 +1,6 @@
 """Stage preprocess: select the subset, hold out a validation split, decode and resize the images
 -> data/prepared/, and draw a first look at every class."""
+import json
 import time
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.datasets import SPLITS, RawSplit, read_classes, write_classes
 from keras_bottleneck.errors import run_stage
 from keras_bottleneck.npy_stream import NpyRows
-from keras_bottleneck.prepare import (first_images_of_each_class, first_look,
-                                      fingerprint, hold_out, select, write_resized)
+from keras_bottleneck.prepare import (first_images_of_each_class, first_look, fingerprint,
+                                      hold_out, kept, read_exclusions, select,
+                                      warn_unknown_exclusions, write_resized)
 
 RAW, PREPARED = Path("data/raw"), Path("data/prepared")
 FIRST_LOOK, METRICS = Path("metrics/first_images.png"), Path("metrics/preprocess.json")
@@ -21,10 +23,14 @@ FIRST_LOOK, METRICS = Path("metrics/first_images.png"), Path("metrics/preprocess
 def main():
     started = time.perf_counter()
     prepare = params_file.load()["prepare"]
+    excluded = read_exclusions(prepare["exclude"])
     classes = read_classes(RAW)
     raw = {name: RawSplit(RAW, name) for name in SPLITS}
-    chosen = {name: select(split.labels, prepare[f"{name}_count"], prepare["stratify"],
-                           prepare["shuffle"], prepare["seed"], name)
+    warn_unknown_exclusions(excluded, [name for split in raw.values() for name in split.names])
+    candidates = {name: kept(split.names, excluded) for name, split in raw.items()}
+    chosen = {name: candidates[name][select(split.labels[candidates[name]],
+                                            prepare[f"{name}_count"], prepare["stratify"],
+                                            prepare["shuffle"], prepare["seed"], name)]
               for name, split in raw.items()}
     # Validation comes out of the chosen train images; it is read from the train split.
     train, validation = hold_out(raw["train"].labels, chosen["train"],
@@ -43,6 +49,8 @@ def main():
                                      tmp / f"{name}_images.npy", previous, progress=bar)
             np.save(tmp / f"{name}_labels.npy", source.labels[indices])
             np.save(tmp / f"{name}_keys.npy", source.keys[indices])
+            (tmp / f"{name}_names.json").write_text(
+                json.dumps([source.names[i] for i in indices], indent=0) + "\n")
         write_classes(classes, tmp)
         write_json(tmp / incremental.FINGERPRINT, current)
         labels = raw["train"].labels[chosen["train"]]
@@ -53,6 +61,8 @@ def main():
         first_look(first, classes, tmp)
     images = sum(len(indices) for indices in chosen.values())
     write_json(METRICS, {"images": images, "decoded_images": decoded,
+                         "excluded_images": sum(len(split) for split in raw.values())
+                         - sum(len(indices) for indices in candidates.values()),
                          "reused_images": images - decoded,
                          "seconds": round(time.perf_counter() - started, 3)})
     counts = ", ".join(f"{len(indices)} {name}" for name, indices in chosen.items())

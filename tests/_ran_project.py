@@ -9,7 +9,7 @@ import pytest
 from conftest import Project, make_folder_dataset, make_project, subprocess_env
 
 STAGES = ["fetch", "preprocess", "backbone", "extract", "train_head", "train_frozen", "finetune",
-          "export", "evaluate"]
+          "export", "evaluate", "audit"]
 IMAGES = "data/source/images"
 
 # VGG16 without weights: quicker here than the default ResNet50, and its random features are not

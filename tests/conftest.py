@@ -23,7 +23,8 @@ SHARED_CIFAR_JPG = SHARED / "datasets" / "cifar10-jpg-12k.tar.gz"
 SHARED_MOBILENET = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 
 # What a project copy needs: the pipeline's code and config, not its outputs.
-PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", "data/source", ".dvc/config",
+PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", "data/source",
+                 "data/exclude.txt", ".dvc/config",
                  ".dvcignore", ".gitignore"]
 
 # Small and quick: 64 px is the smallest size at which ResNet50's 2x2 feature map still fits

@@ -18,7 +18,8 @@ def test_defaults_are_the_original_experiment():
     filled = params.validate({"prepare": {"img_size": 64}, "backbone": {"name": "mobilenet"}})
     # No validation split: the test split scores every epoch, as in the original.
     assert filled["prepare"] == {"train_count": 1000, "test_count": 100, "validation_count": 0,
-                                 "img_size": 64, "stratify": False, "shuffle": False, "seed": 0}
+                                 "img_size": 64, "stratify": False, "shuffle": False, "seed": 0,
+                                 "exclude": "data/exclude.txt"}
     assert filled["backbone"] == {"name": "mobilenet", "weights": "imagenet", "alpha": 1.0}
     assert filled["head"]["filters"] == 100 and filled["head"]["kernel_size"] == 2
     assert filled["head"]["hidden_units"] == []
