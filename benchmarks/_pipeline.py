@@ -18,6 +18,10 @@ from keras_bottleneck.npy_stream import NpyWriter
 from keras_bottleneck.synthetic import photo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The team's real data and weights (../shared/README.md): absent on a user's machine.
+SHARED = REPO_ROOT.parent / "shared"
+DATASET = SHARED / "datasets" / "cifar10-jpg-12k.tar.gz"
+MOBILENET = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 
 # What a copy of the project needs to run its pipeline: code and config, no outputs.
 PROJECT_FILES = ["keras_bottleneck", "stages", "dvc.yaml", "params.yaml", "data/exclude.txt",
@@ -155,6 +159,13 @@ def peak_memory_of_extract(workdir, train_count, img_size, settings):
 
 
 # --- reporting --------------------------------------------------------------------------------
+
+def require_shared():
+    """Exit with one line if the shared CIFAR-10 photos or MobileNet weights are not here."""
+    missing = [str(path) for path in (DATASET, MOBILENET) if not path.exists()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} not found: this benchmark needs ../shared")
+
 
 def progress(message):
     print(message, file=sys.stderr, flush=True)

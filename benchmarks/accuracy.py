@@ -13,16 +13,12 @@ of each engine and precision, and on pooled features (extract.pool avg), 3 seeds
 (train.seed), against TensorFlow float32's features: what choosing an engine costs in accuracy.
 """
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-from _pipeline import (REPO_ROOT, DvcProject, conditions, print_targets, progress,
-                       report)
+from _pipeline import (DATASET, MOBILENET, DvcProject, conditions, print_targets, progress,
+                       report, require_shared)
 
-SHARED = REPO_ROOT.parent / "shared"
-DATASET = SHARED / "datasets" / "cifar10-jpg-12k.tar.gz"
-MOBILENET = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 PER_CLASS, VALIDATION = 100, 100
 
 # What suits about 100 images per class (docs/augmentation.md): a linear
@@ -166,9 +162,7 @@ def main():
                         help="compare the heads on each engine's features instead (3 seeds)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    missing = [str(path) for path in (DATASET, MOBILENET) if not path.exists()]
-    if missing:
-        sys.exit(f"error: {', '.join(missing)} not found: this benchmark needs ../shared")
+    require_shared()
     if args.engines:
         with tempfile.TemporaryDirectory() as workdir:
             figures = measure_engines(workdir, args.img_size[0], mirror=not args.no_mirror)

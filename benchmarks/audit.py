@@ -11,7 +11,6 @@ ResNet50 features: 2048 values an image) and extrapolated to 100,000 images.
 import argparse
 import random
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
@@ -19,14 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from _pipeline import (REPO_ROOT, DvcProject, conditions, print_targets, progress, random_images,
-                       report)
+from _pipeline import (DATASET, MOBILENET, DvcProject, conditions, print_targets, progress,
+                       random_images, report, require_shared)
 from keras_bottleneck import audit
 from keras_bottleneck.synthetic import reencoded
 
-SHARED = REPO_ROOT.parent / "shared"
-DATASET = SHARED / "datasets" / "cifar10-jpg-12k.tar.gz"
-MOBILENET = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 PER_CLASS, TEST_PER_CLASS, FLIPPED, NEAR, EXACT, SEED = 100, 100, 0.10, 20, 5, 0
 TARGETS = {
     "flipped_in_top_k": ("labels.top_k_share", ">=", 0.65),
@@ -176,9 +172,7 @@ def main():
                         help="values a synthetic image's features have (ResNet50's: 2048)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    missing = [str(path) for path in (DATASET, MOBILENET) if not path.exists()]
-    if missing:
-        sys.exit(f"error: {', '.join(missing)} not found: this benchmark needs ../shared")
+    require_shared()
     with tempfile.TemporaryDirectory() as workdir:
         figures = measure_targets(workdir)
     figures["cost"] = measure_cost(args.sizes, args.dims)
