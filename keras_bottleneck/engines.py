@@ -6,7 +6,8 @@
 - tensorflow: the Keras model, built in extract and run as one traced tf.function.
 
 Both take batches of float32 pixels (0 to 255, as decoded) at one fixed batch shape, the last
-batch padded, so that a row's features do not depend on its batch-mates; extract.precision
+batch padded, so that a row's features do not depend on its batch-mates, and name in `last_node`
+the machine that computed their latest output (cluster.RayEngine: a cluster's); extract.precision
 bfloat16 is OpenVINO's INFERENCE_PRECISION_HINT bf16, TensorFlow's oneDNN bfloat16
 auto-mixed-precision on a CPU, and Keras' mixed_bfloat16 policy on a GPU.
 """
@@ -90,15 +91,21 @@ def read_description(directory):
     return read_json(path)
 
 
-def load(directory, params, img_size):
-    """The engine extract runs, from models/backbone/ and params; checked against what the
-    backbone stage converted, so that a model for other params is never used."""
+def checked_description(directory, params, img_size):
+    """models/backbone/'s description, checked against params, so that a model converted for
+    other params is never used."""
     description = read_description(directory)
     expected = describe({**params, "prepare": {"img_size": img_size}})
     stale = [key for key in expected if description.get(key) != expected[key]]
     if stale:
         raise PipelineError(f"{Path(directory)} was made for other params ({', '.join(stale)} "
                             "differ): run `dvc repro` to rebuild it with the backbone stage")
+    return description
+
+
+def load(directory, params, img_size):
+    """The engine extract runs on this machine, from models/backbone/ and params."""
+    description = checked_description(directory, params, img_size)
     extract = params["extract"]
     if description["engine"] == "openvino":
         return OpenVINOEngine(Path(directory) / OPENVINO_MODEL, extract["batch_size"],
@@ -126,7 +133,7 @@ def fingerprint(engine, extract):
              "batch_size": extract["batch_size"], "numpy": np.__version__,
              "machine": platform.machine()}
     if extract["precision"] == "bfloat16":
-        found["native_bfloat16"] = native_bfloat16()
+        found["native_bfloat16"] = engine.native_bfloat16()
     return found
 
 
@@ -136,7 +143,7 @@ class OpenVINOEngine:
     called batch after batch, it would reach half the throughput, each call waiting for the
     last."""
 
-    def __init__(self, model_path, batch_size, precision, description=None):
+    def __init__(self, model_path, batch_size, precision, description=None, threads=None):
         import openvino as ov
         core = ov.Core()
         try:
@@ -145,14 +152,22 @@ class OpenVINOEngine:
             raise damaged(model_path, " ".join(str(error).split())[:200]) from None
         image_shape = [dim.get_length() for dim in list(model.input().get_partial_shape())[1:]]
         model.reshape([batch_size] + image_shape)
-        self.compiled = core.compile_model(model, "CPU", {
-            "PERFORMANCE_HINT": "THROUGHPUT",
-            "INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision]})
+        config = {"PERFORMANCE_HINT": "THROUGHPUT",
+                  "INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision]}
+        if threads:  # a cluster worker's share of its machine's cores
+            # Unpinned: each worker would pin its threads to the machine's first cores, and
+            # workers sharing a machine would then share those cores.
+            config.update({"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False})
+        self.compiled = core.compile_model(model, "CPU", config)
         self.batch_size, self.description = batch_size, description
+        self.last_node = platform.node()
         self.input_shape = tuple(image_shape)
         self.output_shape = tuple(self.compiled.output(0).get_shape())[1:]
         self.jobs = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.runtime = {"openvino": ov.get_version().split("-")[0]}
+
+    def native_bfloat16(self):
+        return native_bfloat16()
 
     def outputs(self, batches):
         """The outputs of each batch of `batches` (batch_size rows each), in order, with `jobs`
@@ -200,9 +215,13 @@ class TensorFlowEngine:
         self.forward = tf.function(lambda images: model(images, training=False),
                                    input_signature=[spec])
         self.model, self.batch_size, self.description = model, batch_size, description
+        self.last_node = platform.node()
         self.output_shape = tuple(model.output_shape[1:])
         self.runtime = {"tensorflow": tf.__version__, "keras": keras.__version__,
                         "device": "GPU" if gpu else "CPU"}
+
+    def native_bfloat16(self):
+        return native_bfloat16()
 
     def outputs(self, batches):
         for batch in batches:

@@ -18,11 +18,12 @@ def cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _apply(function, chunk):
+def apply_each(function, chunk):
+    """function(*item) for each item of `chunk`: one task's work."""
     return [function(*item) for item in chunk]
 
 
-def _chunks(items, chunk_size, chunk_bytes):
+def chunks_of(items, chunk_size, chunk_bytes):
     """Lists of up to `chunk_size` items, closed early once the bytes objects in them reach
     `chunk_bytes`: many small images share a task (a task costs milliseconds), few big ones."""
     chunk, size = [], 0
@@ -43,13 +44,13 @@ def ordered_map(function, items, chunk_size=64, chunk_bytes=8 << 20, processes=N
     workers start only if it is not done after `alone_seconds`, about what starting them costs:
     the few images of a small or incremental run are done before a pool would be up."""
     processes = processes or cores()
-    chunks = _chunks(items, chunk_size, chunk_bytes)
+    chunks = chunks_of(items, chunk_size, chunk_bytes)
     started = time.perf_counter()
     while (chunk := next(chunks, None)) is not None:
         if processes > 1 and time.perf_counter() - started >= alone_seconds:
             yield from _pooled(function, itertools.chain([chunk], chunks), processes)
             return
-        yield from _apply(function, chunk)
+        yield from apply_each(function, chunk)
 
 
 def _pooled(function, chunks, processes):
@@ -61,7 +62,7 @@ def _pooled(function, chunks, processes):
         try:
             while True:
                 while len(pending) < 2 * processes and (chunk := next(chunks, None)):
-                    pending.append(pool.submit(_apply, function, chunk))
+                    pending.append(pool.submit(apply_each, function, chunk))
                 if not pending:
                     return
                 yield from pending.popleft().result()

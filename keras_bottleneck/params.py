@@ -52,6 +52,14 @@ def _text(value):
     return isinstance(value, str) and value != ""
 
 
+def _string(value):
+    return isinstance(value, str)
+
+
+def _non_negative_number(value):
+    return _number(value) and value >= 0
+
+
 def _folds(value):
     return _positive_int(value) and value >= 2
 
@@ -72,6 +80,8 @@ _area.__doc__ = "a fraction of the image's area above 0, at most 1"
 _aspect.__doc__ = "a ratio of 1 (square crops only) or more"
 _bool.__doc__ = "true or false"
 _text.__doc__ = "a non-empty string"
+_string.__doc__ = "a string (may be empty)"
+_non_negative_number.__doc__ = "a number, 0 or more"
 _folds.__doc__ = "a whole number, 2 or more"
 _hamming.__doc__ = "a whole number of bits from 0 to 64"
 _units.__doc__ = "a list of whole numbers above 0, e.g. [256]"
@@ -140,6 +150,14 @@ SCHEMA = {
         "seed": (0, _non_negative_int),
         "hash_distance": (6, _hamming),
         "shown": (16, _positive_int),
+    },
+    # Where preprocess and extract run; no stage depends on it: it never changes an output.
+    "compute": {
+        "engine": ("local", _one_of("local", "ray")),
+        "address": ("", _string),
+        "workers": (0, _non_negative_int),
+        "cpus_per_worker": (1, _positive_int),
+        "gpus_per_worker": (0, _non_negative_number),
     },
 }
 

@@ -80,16 +80,24 @@ def _decode_resized(path, offset, length, name, img_size):
     return decode_resized(read_span(path, offset, length), img_size, name)
 
 
-def write_resized(raw, indices, img_size, path, previous=None, chunk_size=64, progress=None):
-    """Decode and resize images `indices` of RawSplit `raw` on every core into an
-    (N, img_size, img_size, 3) uint8 .npy, holding a few images at a time. Rows `previous` (an
-    incremental.Previous of earlier prepared images at this size) holds for an image's key are
-    copied instead. Returns how many images were decoded."""
+def write_resized(raw, indices, img_size, path, previous=None, chunk_size=64, progress=None,
+                  cluster=None):
+    """Decode and resize images `indices` of RawSplit `raw` on every core (or on the workers of
+    a cluster.Cluster, sent the images' bytes) into an (N, img_size, img_size, 3) uint8 .npy,
+    holding a few images at a time. Rows `previous` (an incremental.Previous of earlier
+    prepared images at this size) holds for an image's key are copied instead. Returns how
+    many images were decoded."""
     indices = list(indices)
     found = previous.find(raw.keys[indices]) if previous is not None else [None] * len(indices)
     missing = (raw.locate(index) + (img_size,)
                for index, location in zip(indices, found) if location is None)
-    with closing(ordered_map(_decode_resized, missing)) as decoded:
+    if cluster is None:
+        decoding = ordered_map(_decode_resized, missing)
+    else:
+        decoding = cluster.ordered_map(decode_resized, (
+            (read_span(path, offset, length), size, name)
+            for path, offset, length, name, size in missing))
+    with closing(decoding) as decoded:
         write_rows(path, (len(indices), img_size, img_size, 3), np.uint8, found, previous,
                    decoded, chunk_size, progress)
     return found.count(None)

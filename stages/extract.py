@@ -2,12 +2,13 @@
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from keras_bottleneck import augment, engines, incremental, mirror, params as params_file
+from keras_bottleneck import augment, cluster, engines, incremental, mirror, params as params_file
 from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes
 from keras_bottleneck.errors import run_stage
@@ -24,11 +25,15 @@ def main():
     classes = read_classes(PREPARED)
     img_size = read_header(PREPARED / "train_images.npy")[0][1]
     started = time.perf_counter()
-    engine = engines.load(BACKBONE, params, img_size)
+    workers = cluster.connect(params["compute"])
+    engine = (workers.engine(BACKBONE, params, img_size) if workers
+              else engines.load(BACKBONE, params, img_size))
+    startup = time.perf_counter() - started  # connecting, starting workers, loading the model
     current = engines.fingerprint(engine, params["extract"])
     previous, found, other = incremental.find_previous(FEATURES, current)
     copies = params["extract"]["augment_copies"]
     images = ran = 0
+    nodes = Counter()
     with atomic_path(FEATURES, directory=True) as tmp:
         for name in PREPARED_SPLITS:
             source = NpyRows(PREPARED / f"{name}_images.npy")
@@ -47,7 +52,7 @@ def main():
                           disable=None) as bar:
                     shape, computed = extract(engine, rows, tmp / f"{stored}_features.npy",
                                               params["extract"]["dtype"], bar, previous,
-                                              row_keys)
+                                              row_keys, nodes)
                 np.save(tmp / f"{stored}_keys.npy", row_keys)
                 images, ran = images + len(rows), ran + computed
         write_classes(classes, tmp)
@@ -59,7 +64,10 @@ def main():
         "pool": params["extract"]["pool"], "images": images, "augment_copies": copies,
         "backbone_images": ran,
         "reused_images": images - ran,
-        "seconds": round(seconds, 3), "images_per_second": round(images / seconds, 2),
+        "compute": params["compute"]["engine"], "nodes": dict(nodes),  # rows each computed
+        "retried_batches": getattr(engine, "retried_batches", 0),
+        "seconds": round(seconds, 3), "startup_seconds": round(startup, 3),
+        "images_per_second": round(images / seconds, 2),
         "feature_bytes": feature_bytes, "peak_memory_mb": peak_memory_mb(),
         # The openvino engine runs the converted backbone alone: no TensorFlow start-up.
         "tensorflow_imported": "tensorflow" in sys.modules})

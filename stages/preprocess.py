@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from keras_bottleneck import incremental, params as params_file
+from keras_bottleneck import cluster, incremental, params as params_file
 from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.datasets import SPLITS, RawSplit, read_classes, write_classes
 from keras_bottleneck.errors import run_stage
@@ -22,7 +22,8 @@ FIRST_LOOK, METRICS = Path("metrics/first_images.png"), Path("metrics/preprocess
 
 def main():
     started = time.perf_counter()
-    prepare = params_file.load()["prepare"]
+    params = params_file.load()
+    prepare = params["prepare"]
     excluded = read_exclusions(prepare["exclude"])
     classes = read_classes(RAW)
     raw = {name: RawSplit(RAW, name) for name in SPLITS}
@@ -36,6 +37,7 @@ def main():
     train, validation = hold_out(raw["train"].labels, chosen["train"],
                                  prepare["validation_count"], prepare["stratify"], prepare["seed"])
     chosen = {"train": train, "validation": validation, "test": chosen["test"]}
+    workers = cluster.connect(params["compute"])
     current = fingerprint(prepare["img_size"])
     previous, _, _ = incremental.find_previous(PREPARED, current, rows="images")
     decoded = 0
@@ -46,7 +48,8 @@ def main():
         for name, indices in chosen.items():
             source = raw["test" if name == "test" else "train"]
             decoded += write_resized(source, indices, prepare["img_size"],
-                                     tmp / f"{name}_images.npy", previous, progress=bar)
+                                     tmp / f"{name}_images.npy", previous, progress=bar,
+                                     cluster=workers)
             np.save(tmp / f"{name}_labels.npy", source.labels[indices])
             np.save(tmp / f"{name}_keys.npy", source.keys[indices])
             (tmp / f"{name}_names.json").write_text(

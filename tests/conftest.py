@@ -197,7 +197,8 @@ def needs_shared(*paths):
 
 # The slowest modules first: with `-n 2` (pytest-xdist, --dist loadfile) each then runs beside
 # the quicker ones instead of last and alone. The order within a module is kept.
-SLOWEST_FIRST = ["test_real_data.py", "test_pipeline.py", "test_incremental.py", "test_remote.py",
+SLOWEST_FIRST = ["test_real_data.py", "test_pipeline.py", "test_cluster.py", "test_incremental.py",
+                 "test_remote.py",
                  "test_experiments.py"]
 
 
