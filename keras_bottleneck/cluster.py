@@ -1,5 +1,6 @@
 """Where the per-image work of preprocess and extract runs (compute.*): on this machine, or on
-a Ray cluster (compute.engine ray).
+a Ray cluster (compute.engine ray): connecting, checking the nodes, decoding as Ray tasks (the
+backbone's pool of actors: remote_engine).
 
 With ray, this process (the driver, which `dvc repro` runs) connects to the cluster, checks that
 every node has the project's package and the same libraries, and still writes every output
@@ -16,12 +17,10 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 import threading
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 
-from . import engines
 from .errors import PipelineError
 from .parallel import apply_each, chunks_of
 
@@ -31,7 +30,6 @@ LIBRARIES = ("numpy", "pillow", "pillow-heif", "openvino", "keras", "tensorflow"
 INSTALL = "pip install -e '.[cpu,ray]' in a clone of this very commit"
 CONNECT_SECONDS = 60  # ray.init retries for minutes where a port answers but is no Ray head
 START_SECONDS = 300  # for the workers to be placed and to load the engine
-ATTEMPTS = 3  # runs of one batch, its worker dying each time, before extract gives up
 
 
 def connect(compute):
@@ -58,7 +56,7 @@ def connect(compute):
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise PipelineError(f"cannot use the Ray cluster at {address}: {_first_line(error)} "
+        raise PipelineError(f"cannot use the Ray cluster at {address}: {first_line(error)} "
                             f"(install the same Python and Ray on every node: {INSTALL})"
                             ) from None
     finally:
@@ -90,7 +88,7 @@ def _give_up(message):
     os._exit(1)
 
 
-def _first_line(error):
+def first_line(error):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0][:300] if lines else type(error).__name__
 
@@ -138,7 +136,7 @@ def check_nodes(ray, address):
             raise PipelineError(f"{where} did not answer in {START_SECONDS} s: check it with "
                                 "`ray status`") from None
         except ray.exceptions.RayError as error:
-            raise PipelineError(f"{where} cannot run the project's code ({_first_line(error)}): "
+            raise PipelineError(f"{where} cannot run the project's code ({first_line(error)}): "
                                 f"install it there as here: {INSTALL}") from None
         if found := differences(ours, theirs):
             raise PipelineError(f"{where} has {', '.join(found)}: install the same on every "
@@ -194,161 +192,12 @@ class Cluster:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as error:
-            raise _as_local(error) from None
-
-    def engine(self, directory, params, img_size):
-        """The engine extract runs (see engines) as a pool of workers on the cluster."""
-        description = engines.checked_description(directory, params, img_size)
-        recipe = self.ray.put(_recipe(directory, params, img_size, description))
-        return RayEngine(self, recipe, params["extract"]["batch_size"], description)
+            raise as_local(error) from None
 
 
-def _recipe(directory, params, img_size, description):
-    """What a worker builds its engine from, with no file and no network of its own."""
-    extract = params["extract"]
-    recipe = {"engine": description["engine"], "batch_size": extract["batch_size"],
-              "precision": extract["precision"], "description": description}
-    if description["engine"] == "openvino":
-        model = Path(directory) / engines.OPENVINO_MODEL
-        return {**recipe, "xml": model.read_bytes(), "bin": model.with_suffix(".bin").read_bytes()}
-    local = engines.load(directory, params, img_size)  # its weights: imagenet needs the network
-    return {**recipe, "backbone": {**params["backbone"], "weights": "none"},
-            "img_size": img_size, "weights": local.model.get_weights()}
-
-
-def _as_local(error):
+def as_local(error):
     """A task's own error as a local run raises it: a bad image, a full disk, out of memory are
     one line; anything else keeps the worker's traceback."""
     if isinstance(error.cause, (PipelineError, MemoryError, OSError)):
         return error.cause
     return error
-
-
-def _build(recipe, threads):
-    if recipe["engine"] == "openvino":
-        with tempfile.TemporaryDirectory() as folder:
-            model = Path(folder) / engines.OPENVINO_MODEL
-            model.write_bytes(recipe["xml"])
-            model.with_suffix(".bin").write_bytes(recipe["bin"])
-            return engines.OpenVINOEngine(model, recipe["batch_size"], recipe["precision"],
-                                          recipe["description"], threads=threads)
-    from . import backbones
-    # No thread limit: TensorFlow's results depend on its thread count (OpenVINO's, per stream,
-    # do not), so a worker computes as a local run on its machine does, with every core.
-    description = recipe["description"]
-    model = engines.extractor(backbones.build_for_extraction(
-        recipe["backbone"], recipe["img_size"], recipe["precision"]),
-        description["backbone"], description["pool"])
-    model.set_weights(recipe["weights"])
-    return engines.TensorFlowEngine(model, recipe["batch_size"], recipe["precision"], description)
-
-
-class ExtractionWorker:
-    """A Ray actor holding the engine, built from the recipe at its first call (again after a
-    restart), then fed batches. The recipe comes as a reference inside a list, which Ray passes
-    as is: the driver keeps it alive, and a restarted actor fetches it again."""
-
-    def __init__(self, threads):
-        import ray
-        self.ray, self.threads, self.engine = ray, threads, None
-        self.node = node_name(ray.util.get_node_ip_address(),
-                              ray.get_runtime_context().get_node_id())
-
-    def _engine(self, recipe):
-        if self.engine is None:
-            self.engine = _build(self.ray.get(recipe[0]), self.threads)
-        return self.engine
-
-    def describe(self, recipe):
-        engine = self._engine(recipe)
-        return {"node": self.node, "output_shape": tuple(engine.output_shape),
-                "jobs": getattr(engine, "jobs", 1), "runtime": engine.runtime,
-                "native_bfloat16": engines.native_bfloat16()}
-
-    def features(self, recipe, batches):
-        return self.node, list(self._engine(recipe).outputs(batches))
-
-
-class RayEngine:
-    """The engines' interface over a pool of ExtractionWorker actors: a call of as many batches
-    as an actor's engine keeps in flight goes to the actor with the fewest calls, two calls an
-    actor in flight, and outputs come back in order. A call whose actor died (killed, out of
-    memory, its node lost) runs again on the least busy actor; the dead one restarts."""
-
-    def __init__(self, cluster, recipe, batch_size, description):
-        ray = self.ray = cluster.ray
-        self.cluster, self.batch_size, self.description = cluster, batch_size, description
-        actor = ray.remote(ExtractionWorker).options(
-            num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker,
-            max_restarts=-1, max_task_retries=0)
-        self.recipe = [recipe]  # kept referenced: restarted actors read it again
-        self.actors = [actor.remote(cluster.cpus_per_worker) for _ in range(cluster.workers)]
-        try:
-            described = ray.get([worker.describe.remote(self.recipe) for worker in self.actors],
-                                timeout=START_SECONDS)
-        except ray.exceptions.GetTimeoutError:
-            raise PipelineError(f"{cluster.workers} workers did not start on the Ray cluster at "
-                                f"{cluster.address} in {START_SECONDS} s (`ray status` shows "
-                                "what holds its CPUs): lower compute.workers") from None
-        except ray.exceptions.RayError as error:
-            raise PipelineError(f"a worker on the Ray cluster at {cluster.address} could not "
-                                f"load the backbone: {_first_line(error)}") from None
-        shared = {key: {str(worker[key]) for worker in described}
-                  for key in ("output_shape", "runtime", "native_bfloat16")}
-        if any(len(values) > 1 for values in shared.values()):
-            raise PipelineError(f"the workers on the Ray cluster at {cluster.address} differ "
-                                f"({shared}): install the same on every node: {INSTALL}")
-        self.nodes = [worker["node"] for worker in described]
-        self.output_shape = described[0]["output_shape"]
-        self.runtime, self.jobs = described[0]["runtime"], described[0]["jobs"]
-        self._native_bfloat16 = described[0]["native_bfloat16"]
-        self.last_node, self.retried_batches = None, 0
-
-    def native_bfloat16(self):
-        return self._native_bfloat16
-
-    def outputs(self, batches):
-        batches = iter(batches)
-        calls = iter(lambda: [batch for _, batch in zip(range(self.jobs), batches)], [])
-        busy, pending = Counter(), deque()
-        try:
-            while True:
-                while len(pending) < 2 * len(self.actors) and (call := next(calls, None)):
-                    pending.append(self._submit(call, busy))
-                if not pending:
-                    return
-                node, outputs = self._wait(pending.popleft(), busy)
-                for output in outputs:
-                    self.last_node = node
-                    yield output
-        finally:
-            for ref, _, _ in pending:
-                self.ray.cancel(ref)
-
-    def _submit(self, call, busy):
-        index = min(range(len(self.actors)), key=lambda i: busy[i])
-        busy[index] += 1
-        return self.actors[index].features.remote(self.recipe, call), index, call
-
-    def _wait(self, submitted, busy):
-        errors = self.ray.exceptions
-        died = (errors.RayActorError, errors.WorkerCrashedError, errors.NodeDiedError,
-                errors.OutOfMemoryError, errors.ObjectLostError)
-        for attempt in range(1, ATTEMPTS + 1):
-            ref, index, call = submitted
-            try:
-                return self.ray.get(ref)
-            except errors.RayTaskError as error:
-                raise _as_local(error) from None
-            except died as error:
-                if attempt == ATTEMPTS:
-                    raise PipelineError(f"Ray workers died {ATTEMPTS} times running the same "
-                                        f"batches ({_first_line(error)}): check the cluster "
-                                        "with `ray status` and the nodes' memory") from None
-                print(f"warning: the Ray worker on {self.nodes[index]} died "
-                      f"({_first_line(error)}): its {len(call)} batches run again",
-                      file=sys.stderr)
-                self.retried_batches += len(call)
-                submitted = self._submit(call, busy)
-            finally:
-                busy[index] -= 1

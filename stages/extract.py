@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from keras_bottleneck import augment, cluster, engines, incremental, mirror, params as params_file
+from keras_bottleneck import (augment, cluster, engines, incremental, mirror, params as params_file,
+                              remote_engine)
 from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes
 from keras_bottleneck.errors import run_stage
@@ -26,7 +27,7 @@ def main():
     img_size = read_header(PREPARED / "train_images.npy")[0][1]
     started = time.perf_counter()
     workers = cluster.connect(params["compute"])
-    engine = (workers.engine(BACKBONE, params, img_size) if workers
+    engine = (remote_engine.load(workers, BACKBONE, params, img_size) if workers
               else engines.load(BACKBONE, params, img_size))
     startup = time.perf_counter() - started  # connecting, starting workers, loading the model
     current = engines.fingerprint(engine, params["extract"])
