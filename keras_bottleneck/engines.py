@@ -110,10 +110,14 @@ def load(directory, params, img_size):
     if description["engine"] == "openvino":
         return OpenVINOEngine(Path(directory) / OPENVINO_MODEL, extract["batch_size"],
                               extract["precision"], description)
-    model = extractor(backbones.build_for_extraction(params["backbone"], img_size,
-                                                     extract["precision"]),
-                      description["backbone"], description["pool"])
+    model = keras_extractor(params["backbone"], img_size, extract["precision"], description)
     return TensorFlowEngine(model, extract["batch_size"], extract["precision"], description)
+
+
+def keras_extractor(backbone, img_size, precision, description):
+    """The Keras extractor the tensorflow engine runs, as the backbone stage described it."""
+    return extractor(backbones.build_for_extraction(backbone, img_size, precision),
+                     description["backbone"], description["pool"])
 
 
 def native_bfloat16():
@@ -215,7 +219,7 @@ class TensorFlowEngine:
         self.forward = tf.function(lambda images: model(images, training=False),
                                    input_signature=[spec])
         self.model, self.batch_size, self.description = model, batch_size, description
-        self.last_node = platform.node()
+        self.last_node, self.jobs = platform.node(), 1  # jobs: batches in flight
         self.output_shape = tuple(model.output_shape[1:])
         self.runtime = {"tensorflow": tf.__version__, "keras": keras.__version__,
                         "device": "GPU" if gpu else "CPU"}

@@ -28,9 +28,11 @@ def _recipe(directory, params, img_size, description):
     if description["engine"] == "openvino":
         model = Path(directory) / engines.OPENVINO_MODEL
         return {**recipe, "xml": model.read_bytes(), "bin": model.with_suffix(".bin").read_bytes()}
-    local = engines.load(directory, params, img_size)  # its weights: imagenet needs the network
+    # Built here for its weights (imagenet needs the network); workers build it with none.
+    model = engines.keras_extractor(params["backbone"], img_size, extract["precision"],
+                                    description)
     return {**recipe, "backbone": {**params["backbone"], "weights": "none"},
-            "img_size": img_size, "weights": local.model.get_weights()}
+            "img_size": img_size, "weights": model.get_weights()}
 
 
 def _build(recipe, threads):
@@ -41,15 +43,13 @@ def _build(recipe, threads):
             model.with_suffix(".bin").write_bytes(recipe["bin"])
             return engines.OpenVINOEngine(model, recipe["batch_size"], recipe["precision"],
                                           recipe["description"], threads=threads)
-    from . import backbones
     # No thread limit: TensorFlow's results depend on its thread count (OpenVINO's, per stream,
     # do not), so a worker computes as a local run on its machine does, with every core.
-    description = recipe["description"]
-    model = engines.extractor(backbones.build_for_extraction(
-        recipe["backbone"], recipe["img_size"], recipe["precision"]),
-        description["backbone"], description["pool"])
+    model = engines.keras_extractor(recipe["backbone"], recipe["img_size"], recipe["precision"],
+                                    recipe["description"])
     model.set_weights(recipe["weights"])
-    return engines.TensorFlowEngine(model, recipe["batch_size"], recipe["precision"], description)
+    return engines.TensorFlowEngine(model, recipe["batch_size"], recipe["precision"],
+                                    recipe["description"])
 
 
 class ExtractionWorker:
@@ -71,7 +71,7 @@ class ExtractionWorker:
     def describe(self, recipe):
         engine = self._engine(recipe)
         return {"node": self.node, "output_shape": tuple(engine.output_shape),
-                "jobs": getattr(engine, "jobs", 1), "runtime": engine.runtime,
+                "jobs": engine.jobs, "runtime": engine.runtime,
                 "native_bfloat16": engines.native_bfloat16()}
 
     def features(self, recipe, batches):
