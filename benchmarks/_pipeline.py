@@ -15,7 +15,7 @@ from PIL import Image
 
 from keras_bottleneck.datasets import write_classes
 from keras_bottleneck.npy_stream import NpyWriter
-from keras_bottleneck.synthetic import photo
+from keras_bottleneck.testing.synthetic import photo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The team's real data and weights (../shared/README.md): absent on a user's machine.

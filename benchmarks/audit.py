@@ -21,7 +21,7 @@ import numpy as np
 from _pipeline import (DATASET, MOBILENET, DvcProject, conditions, print_targets, progress,
                        random_images, report, require_shared)
 from keras_bottleneck import audit
-from keras_bottleneck.synthetic import reencoded
+from keras_bottleneck.testing.synthetic import reencoded
 
 PER_CLASS, TEST_PER_CLASS, FLIPPED, NEAR, EXACT, SEED = 100, 100, 0.10, 20, 5, 0
 TARGETS = {

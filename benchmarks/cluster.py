@@ -34,7 +34,7 @@ import yaml
 import _pipeline
 from keras_bottleneck import engines
 from keras_bottleneck.features import padded
-from keras_bottleneck.loopback_cluster import LoopbackCluster, unavailable
+from keras_bottleneck.testing.loopback_cluster import LoopbackCluster, unavailable
 
 TARGETS = {
     "ray_1_worker_vs_bare_1_cpu": ("ray_1.vs_bare_1cpu", ">=", 0.8),

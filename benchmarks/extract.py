@@ -35,6 +35,7 @@ import yaml
 
 import _pipeline
 
+from keras_bottleneck.params import Backbone, Extract
 from keras_bottleneck import backbones, engines
 from keras_bottleneck.features import extract
 from keras_bottleneck.images import resize
@@ -129,16 +130,15 @@ def openvino_runs(engine, *batch_lists):
 
 def measure_throughput(args, workdir):
     """Images/s of each method, in rounds whose order rotates; warm-ups timed apart."""
-    backbone = {"name": args.backbone, "weights": "none", "alpha": 1.0}
-    params = {"backbone": backbone, "prepare": {"img_size": args.img_size},
-              "extract": {"engine": "openvino", "precision": args.precision, "pool": "none",
-                          "batch_size": args.batch_size, "dtype": args.dtype}}
+    backbone = Backbone(name=args.backbone, weights="none", alpha=1.0)
+    settings = Extract(engine="openvino", precision=args.precision, pool="none",
+                       batch_size=args.batch_size, dtype=args.dtype)
     converted = workdir / "backbone"
     converted.mkdir()
     started = time.perf_counter()
-    engines.write_backbone(params, converted)
+    engines.write_backbone(backbone, settings, args.img_size, converted)
     convert_seconds = time.perf_counter() - started
-    openvino = engines.load(converted, params, args.img_size)
+    openvino = engines.load(converted, backbone, settings, args.img_size)
     model = backbones.build_for_extraction(backbone, args.img_size)
     extractor = engines.extractor(model, args.backbone, "none")
     tensorflow = engines.TensorFlowEngine(extractor, args.batch_size)
@@ -221,7 +221,7 @@ def measure_throughput(args, workdir):
 def measure_batch_sizes(args, workdir):
     """Images/s of the bare compiled forward pass at each batch size of --sweep, interleaved."""
     sizes = [int(size) for size in args.sweep.split(",")]
-    model = backbones.build({"name": args.backbone, "weights": "none", "alpha": 1.0},
+    model = backbones.build(Backbone(name=args.backbone, weights="none", alpha=1.0),
                             args.img_size)
     preprocess = backbones.preprocess_function(args.backbone)
     images_path = workdir / "images.npy"  # written by measure_throughput

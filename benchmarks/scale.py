@@ -29,11 +29,11 @@ from PIL import Image
 
 import _pipeline
 
-from keras_bottleneck import training
+from keras_bottleneck import params as params_file, training
 from keras_bottleneck.datasets import split_inputs
 from keras_bottleneck.heads import feature_head_model
 from keras_bottleneck.images import decode_resized, load_rgb, resize
-from keras_bottleneck.synthetic import photo
+from keras_bottleneck.testing.synthetic import photo
 
 STAGES = ("fetch", "preprocess", "backbone", "extract", "train_head", "train_frozen")
 TARGETS = {  # name: (figure, comparison, bound)
@@ -115,14 +115,14 @@ def measure_train_head_epoch(args, project):
     """train_head's seconds per epoch, features from disk vs in memory, same process."""
     import keras
     import tensorflow as tf
-    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params = params_file.load(project.root / "params.yaml")
     path, labels = split_inputs(project.root / "data" / "features", "features")["train"]
     features = np.load(path)
-    batch_size = params["train"]["batch_size"]
+    batch_size = params.train.batch_size
 
     def model():
         keras.utils.set_random_seed(0)
-        return feature_head_model(features.shape[1:], params["head"], int(labels.max()) + 1)
+        return feature_head_model(features.shape[1:], params.head, int(labels.max()) + 1)
 
     def as_float32(data):
         return data.map(lambda x, y: (tf.cast(x, tf.float32), y))

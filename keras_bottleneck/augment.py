@@ -6,6 +6,7 @@ SHA-256 of its pixels), so a view depends on nothing but the image and the seed,
 position in the dataset; for finetune's on-the-fly views, a number that tf.data draws afresh
 every epoch.
 """
+import dataclasses
 import hashlib
 import json
 
@@ -21,7 +22,7 @@ def crop_boxes(seed_sequences, augment):
     a uniform fraction of the image's area in [augment.crop_min_area, 1], with an aspect ratio
     whose log is uniform within [1/crop_max_aspect, crop_max_aspect], like Inception's (and
     torchvision's) RandomResizedCrop."""
-    min_area, max_aspect = augment["crop_min_area"], augment["crop_max_aspect"]
+    min_area, max_aspect = augment.crop_min_area, augment.crop_max_aspect
     boxes = np.empty((len(seed_sequences), 4), np.float32)
     for box, entropy in zip(boxes, seed_sequences):
         area, log_aspect, x, y, flip = np.random.default_rng(entropy).random(5)
@@ -30,7 +31,7 @@ def crop_boxes(seed_sequences, augment):
         width, height = min(1.0, np.sqrt(area * aspect)), min(1.0, np.sqrt(area / aspect))
         x0, y0 = x * (1 - width), y * (1 - height)
         x1 = x0 + width
-        if augment["flip"] and flip < 0.5:
+        if augment.flip and flip < 0.5:
             x0, x1 = x1, x0
         box[:] = (y0, x0, y0 + height, x1)
     return boxes
@@ -54,7 +55,7 @@ def view_entropy(seed, key, view):
 def cached_view_boxes(keys, copies, augment):
     """The boxes of the `copies` views of each image of `keys`, image after image:
     row i * copies + (v - 1) is view v of image i."""
-    return crop_boxes([view_entropy(augment["seed"], key, view)
+    return crop_boxes([view_entropy(augment.seed, key, view)
                        for key in keys for view in range(1, copies + 1)], augment)
 
 
@@ -62,7 +63,7 @@ def view_keys(keys, copies, augment):
     """The key of each cached view (same order as cached_view_boxes): the SHA-256 of the image's
     key, the view's number and the augment settings, so that changing the settings recomputes
     the views, while raising augment_copies reuses the views already computed."""
-    settings = json.dumps(augment, sort_keys=True).encode()
+    settings = json.dumps(dataclasses.asdict(augment), sort_keys=True).encode()
     out = np.zeros((len(keys) * copies, 32), np.uint8)
     for row, (key, view) in enumerate((key, view) for key in keys
                                       for view in range(1, copies + 1)):
@@ -125,7 +126,7 @@ class OnTheFly:
         self.outputs = [(self.images.dtype, self.images.shape[1:]), (np.dtype(np.float32), (4,))]
 
     def read(self, indices, draws):
-        seeds = [[self.augment["seed"], int(draw)] for draw in draws]
+        seeds = [[self.augment.seed, int(draw)] for draw in draws]
         return [self.images.read(indices), crop_boxes(seeds, self.augment)]
 
     @staticmethod

@@ -5,6 +5,7 @@ The registry itself is plain data so params can be checked without importing Ten
 import importlib
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +35,14 @@ REGISTRY = {
 
 def check(backbone, img_size):
     """Fail early, without TensorFlow, on a backbone setting that cannot work."""
-    name = backbone["name"]
+    name = backbone.name
     if name not in REGISTRY:
         raise PipelineError(f"backbone.name {name!r} is unknown: use one of {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
     if img_size < spec.min_size:
         raise PipelineError(f"prepare.img_size {img_size} is below {name}'s minimum input size "
                             f"{spec.min_size}: set prepare.img_size to {spec.min_size} or more")
-    weights = backbone["weights"]
+    weights = backbone.weights
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise PipelineError(f"backbone.weights {weights!r} is not a file: use imagenet, none, "
                             "or the path of a weights file for this backbone")
@@ -50,12 +51,18 @@ def check(backbone, img_size):
 def build(backbone, img_size):
     """The frozen backbone (include_top=False) for an img_size x img_size RGB input."""
     import keras
-    spec = REGISTRY[backbone["name"]]
-    weights = {"imagenet": "imagenet", "none": None}.get(backbone["weights"], backbone["weights"])
-    kwargs = {"alpha": backbone["alpha"]} if spec.has_alpha else {}
+    spec = REGISTRY[backbone.name]
+    weights = {"imagenet": "imagenet", "none": None}.get(backbone.weights, backbone.weights)
+    kwargs = {"alpha": backbone.alpha} if spec.has_alpha else {}
     try:
-        model = getattr(keras.applications, spec.constructor)(
-            include_top=False, weights=weights, input_shape=(img_size, img_size, 3), **kwargs)
+        with warnings.catch_warnings():
+            # MobileNet's note that ImageNet weights were trained at 224 px, at every other
+            # size: the size is the user's choice, and the note buried the stage's output.
+            warnings.filterwarnings("ignore", "`input_shape` is undefined or non-square",
+                                    UserWarning)
+            model = getattr(keras.applications, spec.constructor)(
+                include_top=False, weights=weights, input_shape=(img_size, img_size, 3),
+                **kwargs)
     except Exception as error:  # Keras raises bare Exception on failed downloads
         raise PipelineError(_explain_build_error(backbone, error)) from None
     model.trainable = False
@@ -71,23 +78,30 @@ def build_for_extraction(backbone, img_size, precision="float32"):
     mixed_bfloat16 policy (on a CPU the engine chooses the precision: see engines)."""
     import keras
     import tensorflow as tf
-    if precision == "bfloat16" and tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
-    return build(backbone, img_size)
+    if not (precision == "bfloat16" and tf.config.list_physical_devices("GPU")):
+        return build(backbone, img_size)
+    # Layers take the global policy when built; it is restored at once, so that nothing built
+    # later in the process computes in bfloat16.
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        return build(backbone, img_size)
+    finally:
+        keras.mixed_precision.set_global_policy(before)
 
 
 def _explain_build_error(backbone, error):
     message = " ".join(str(error).split())
     url = re.search(r"https?://\S+?\.h5", message)
-    if backbone["weights"] == "imagenet" and url:
+    if backbone.weights == "imagenet" and url:
         file = url.group(0).rsplit("/", 1)[-1]
-        return (f"cannot download the ImageNet weights of {backbone['name']} ({url.group(0)}): "
+        return (f"cannot download the ImageNet weights of {backbone.name} ({url.group(0)}): "
                 f"put {file} in {_keras_models_dir()}/ or set backbone.weights to its path")
-    if backbone["weights"] not in ("imagenet", "none"):
-        return (f"backbone.weights {backbone['weights']} does not fit {backbone['name']} "
-                f"(alpha {backbone['alpha']}): {message[:300]}")
-    return f"cannot build backbone {backbone['name']}: {message[:300]}"
+    if backbone.weights not in ("imagenet", "none"):
+        return (f"backbone.weights {backbone.weights} does not fit {backbone.name} "
+                f"(alpha {backbone.alpha}): {message[:300]}")
+    return f"cannot build backbone {backbone.name}: {message[:300]}"
 
 
 def _keras_models_dir():

@@ -2,13 +2,11 @@
 from pathlib import Path
 
 from .atomic import read_json
-from .engines import OpenVINOEngine, TensorFlowEngine, convert, extractor
+from .engines import (CLASSIFIER_OPENVINO_MODEL, CLASSIFIER_OPENVINO_SETTINGS, REGISTRY,
+                      convert, extractor, load_keras_classifier)
 from .errors import PipelineError
 from .heads import takes_pooled
 
-# models/classifier_openvino/: the classifier as an OpenVINO model, and the precision to run it at.
-OPENVINO_DIR, OPENVINO_MODEL, OPENVINO_SETTINGS = ("classifier_openvino", "classifier.xml",
-                                                   "settings.json")
 
 
 def build(backbone, backbone_name, head, feature_dtype):
@@ -40,33 +38,27 @@ def save(model, classes, model_path, classes_path, saved_model_path, openvino_pa
         tmp.rmdir()  # model.export creates the directory itself
         model.export(str(tmp), verbose=False)
     with atomic_path(openvino_path, directory=True) as tmp:
-        ov.save_model(convert(model), tmp / OPENVINO_MODEL, compress_to_fp16=False)
-        write_json(tmp / OPENVINO_SETTINGS, {"precision": precision})
+        ov.save_model(convert(model), tmp / CLASSIFIER_OPENVINO_MODEL, compress_to_fp16=False)
+        write_json(tmp / CLASSIFIER_OPENVINO_SETTINGS, {"precision": precision})
 
 
 def classes_beside(model_path):
     return Path(model_path).with_name("classes.json")
 
 
-def openvino_beside(model_path):
-    """Where export writes the OpenVINO model of the classifier at `model_path`."""
-    return Path(model_path).with_name(OPENVINO_DIR) / OPENVINO_MODEL
-
-
 def load_engine(model_path, engine, batch_size):
     """(an engine running the exported classifier at `model_path` in batches of `batch_size`,
-    its image side, class names): engine "openvino", the OpenVINO model export wrote beside
-    it, at the precision extract ran; "tensorflow", the Keras model itself."""
-    if engine == "tensorflow":
-        model, classes = load(model_path)
-        return TensorFlowEngine(model, batch_size), model.input_shape[1], classes
-    path = openvino_beside(model_path)
+    its image side, class names), with the engine of REGISTRY named `engine` (see
+    engines.default_classifier_engine for predict's choice)."""
+    kind = REGISTRY[engine]
+    path = kind.classifier_file(Path(model_path))
     if not path.is_file():
-        raise PipelineError(f"{path} does not exist: run `dvc repro export` to write it, or "
-                            "pass --engine tensorflow")
+        others = " or ".join(name for name in REGISTRY if name != engine)
+        raise PipelineError(f"{path} does not exist: run `dvc repro export` to write it (or "
+                            f"pass --model the path of an exported classifier.keras), or pass "
+                            f"--engine {others}")
+    running = kind.run_classifier(path, batch_size)
     classes = _classes(model_path)
-    settings = read_json(path.with_name(OPENVINO_SETTINGS))
-    running = OpenVINOEngine(path, batch_size, settings["precision"])
     if running.output_shape != (len(classes),):
         raise PipelineError(f"{path} has {running.output_shape} outputs but there are "
                             f"{len(classes)} classes in {classes_beside(model_path)}: run "
@@ -84,17 +76,8 @@ def _classes(model_path):
 
 def load(model_path):
     """(model, class names) of an exported classifier; one PipelineError if it is not one."""
-    import keras
     model_path, classes_path = Path(model_path), classes_beside(model_path)
-    if not model_path.is_file():
-        raise PipelineError(f"{model_path} does not exist: run `dvc repro export` first, or "
-                            "pass --model the path of an exported classifier.keras")
-    try:
-        model = keras.models.load_model(model_path)
-    except Exception as error:  # noqa: BLE001 - Keras raises many kinds on a bad file
-        reason = " ".join(str(error).split()).split(". ")[0][:200]
-        raise PipelineError(f"{model_path} is not a Keras model ({reason}): pass --model the "
-                            "classifier.keras that `dvc repro export` writes") from None
+    model = load_keras_classifier(model_path)
     classes = _classes(model_path)
     shape = model.input_shape
     if len(shape) != 4 or shape[1] != shape[2] or model.output_shape[-1] != len(classes):

@@ -34,14 +34,16 @@ START_SECONDS = 300  # for the workers to be placed and to load the engine
 
 def connect(compute):
     """A Cluster for compute.engine ray, None for local (this machine's cores)."""
-    if compute["engine"] == "local":
-        return None
+    return _PLACES[compute.engine](compute)
+
+
+def _connect_ray(compute):
     try:
         import ray
     except ImportError:
         raise PipelineError("compute.engine ray needs Ray on this machine: pip install -e "
                             "'.[cpu,ray]' (and the same on every node of the cluster)") from None
-    address = compute["address"] or os.environ.get("RAY_ADDRESS", "")
+    address = compute.address or os.environ.get("RAY_ADDRESS", "")
     if not address:
         raise PipelineError("compute.engine is ray but no cluster is named: set compute.address "
                             "(or RAY_ADDRESS) to the head's host:port, which `ray start --head` "
@@ -63,6 +65,9 @@ def connect(compute):
         watchdog.cancel()
     check_nodes(ray, address)
     return Cluster(ray, compute, address)
+
+
+_PLACES = {"local": lambda compute: None, "ray": _connect_ray}
 
 
 def check_reachable(address):
@@ -154,14 +159,14 @@ class Cluster:
 
     def __init__(self, ray, compute, address):
         self.ray, self.address = ray, address
-        self.cpus_per_worker = compute["cpus_per_worker"]
-        self.gpus_per_worker = compute["gpus_per_worker"]
+        self.cpus_per_worker = compute.cpus_per_worker
+        self.gpus_per_worker = compute.gpus_per_worker
         resources = ray.cluster_resources()
         cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
         fitting = int(cpus // self.cpus_per_worker)
         if self.gpus_per_worker:
             fitting = min(fitting, int(gpus // self.gpus_per_worker))
-        self.workers = compute["workers"] or fitting
+        self.workers = compute.workers or fitting
         if not 0 < self.workers <= fitting:
             raise PipelineError(
                 f"the Ray cluster at {address} has {cpus:g} CPUs and {gpus:g} GPUs, room for "

@@ -143,6 +143,20 @@ def read_classes(directory):
     return read_json(path)
 
 
+def prepared_img_size(directory, prepare):
+    """prepare.img_size (params section `prepare`), the one side every stage after preprocess
+    works at, checked against the prepared images: images prepared at another size are stale."""
+    path = Path(directory) / "train_images.npy"
+    if not path.exists():
+        raise PipelineError(f"{path} is missing: run the earlier stages first (dvc repro)")
+    shape = npy_stream.read_header(path)[0]
+    if tuple(shape[1:3]) != (prepare.img_size, prepare.img_size):
+        raise PipelineError(f"{directory} holds images of {shape[1]}x{shape[2]} px but "
+                            f"prepare.img_size is {prepare.img_size}: run `dvc repro` to "
+                            "prepare them again")
+    return prepare.img_size
+
+
 def split_inputs(directory, kind):
     """{split: (path of <split>_<kind>.npy, labels)}: the inputs stay on disk, to be read batch
     by batch."""

@@ -11,14 +11,14 @@ def head_layers(head, num_classes, pooled=False):
     (extract.pool: avg) there is nothing left to pool."""
     import keras
     layers = [
-        keras.layers.Conv2D(head["filters"], head["kernel_size"], name="head_conv"),
-        keras.layers.Dropout(head["conv_dropout"]),
-    ] if head["filters"] else []
+        keras.layers.Conv2D(head.filters, head.kernel_size, name="head_conv"),
+        keras.layers.Dropout(head.conv_dropout),
+    ] if head.filters else []
     layers += [] if pooled else [keras.layers.GlobalAveragePooling2D()]
-    layers.append(keras.layers.Dropout(head["dropout"]))
-    for units in head["hidden_units"]:
+    layers.append(keras.layers.Dropout(head.dropout))
+    for units in head.hidden_units:
         layers += [keras.layers.Dense(units, activation="relu"),
-                   keras.layers.Dropout(head["dropout"])]
+                   keras.layers.Dropout(head.dropout)]
     layers.append(keras.layers.Dense(num_classes, activation="softmax", name="predictions"))
     return layers
 
@@ -33,18 +33,18 @@ def apply_head(inputs, head, num_classes, pooled=False):
 def check_fits(feature_shape, head):
     """The head's Conv2D needs a feature map at least kernel_size on each side."""
     from .errors import PipelineError
-    if len(feature_shape) == 1 and head["filters"]:
+    if len(feature_shape) == 1 and head.filters:
         raise PipelineError(
             f"the features are pooled (extract.pool: avg, {feature_shape[0]} values an image) "
-            f"but head.filters is {head['filters']}: a Conv2D needs the feature map; set "
+            f"but head.filters is {head.filters}: a Conv2D needs the feature map; set "
             "head.filters to 0 (pool first) or extract.pool to none")
     if len(feature_shape) == 1:
         return
     side = min(feature_shape[:2])
-    if head["filters"] and side < head["kernel_size"]:
+    if head.filters and side < head.kernel_size:
         raise PipelineError(
             f"the backbone's feature map is {feature_shape[0]}x{feature_shape[1]}, smaller than "
-            f"head.kernel_size {head['kernel_size']}: raise prepare.img_size or lower "
+            f"head.kernel_size {head.kernel_size}: raise prepare.img_size or lower "
             "head.kernel_size")
 
 

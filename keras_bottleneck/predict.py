@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
+from .engines import REGISTRY, default_classifier_engine
 from .errors import PipelineError, run_stage
 from .images import decode_resized, is_image_file, unreadable_reason
 from .parallel import ordered_map
@@ -38,7 +39,7 @@ def add_arguments(parser):
                         help="the exported classifier; classes.json must be beside it")
     parser.add_argument("--output", default="predictions.csv", help="the CSV to write")
     parser.add_argument("--top-k", type=int, default=3, help="classes listed per image")
-    parser.add_argument("--engine", choices=("openvino", "tensorflow"),
+    parser.add_argument("--engine", choices=list(REGISTRY),
                         help="run the OpenVINO model export wrote beside --model (the default "
                         "where it is there: no TensorFlow start-up) or the Keras model")
     parser.add_argument("--batch-size", type=int, default=16,
@@ -182,9 +183,8 @@ def run(args):
     if not len(sources):
         raise PipelineError(f"no images found in {', '.join(args.paths)}: pass image files "
                             "(.jpg, .png, ...), folders holding some, or archives of them")
-    from .classifier import load_engine, openvino_beside
-    engine = args.engine or ("openvino" if openvino_beside(args.model).is_file()
-                             else "tensorflow")
+    from .classifier import load_engine
+    engine = args.engine or default_classifier_engine(args.model)
     running, img_size, classes = load_engine(args.model, engine, args.batch_size)
     from tqdm import tqdm
     with tqdm(total=len(sources), desc="predict", unit="img", file=sys.stderr) as bar:

@@ -2,9 +2,7 @@
 hold the engine (see engines), built from a recipe sent once through Ray's object store, fed
 padded batches by the driver, their outputs returned in order."""
 import sys
-import tempfile
 from collections import Counter, deque
-from pathlib import Path
 
 from . import engines
 from .cluster import INSTALL, START_SECONDS, as_local, first_line, node_name
@@ -13,43 +11,11 @@ from .errors import PipelineError
 ATTEMPTS = 3  # runs of one batch, its worker dying each time, before extract gives up
 
 
-def load(cluster, directory, params, img_size):
+def load(cluster, directory, backbone, extract, img_size):
     """The engine extract runs, as a pool of workers on `cluster` (a cluster.Cluster)."""
-    description = engines.checked_description(directory, params, img_size)
-    recipe = cluster.ray.put(_recipe(directory, params, img_size, description))
-    return RayEngine(cluster, recipe, params["extract"]["batch_size"], description)
-
-
-def _recipe(directory, params, img_size, description):
-    """What a worker builds its engine from, with no file and no network of its own."""
-    extract = params["extract"]
-    recipe = {"engine": description["engine"], "batch_size": extract["batch_size"],
-              "precision": extract["precision"], "description": description}
-    if description["engine"] == "openvino":
-        model = Path(directory) / engines.OPENVINO_MODEL
-        return {**recipe, "xml": model.read_bytes(), "bin": model.with_suffix(".bin").read_bytes()}
-    # Built here for its weights (imagenet needs the network); workers build it with none.
-    model = engines.keras_extractor(params["backbone"], img_size, extract["precision"],
-                                    description)
-    return {**recipe, "backbone": {**params["backbone"], "weights": "none"},
-            "img_size": img_size, "weights": model.get_weights()}
-
-
-def _build(recipe, threads):
-    if recipe["engine"] == "openvino":
-        with tempfile.TemporaryDirectory() as folder:
-            model = Path(folder) / engines.OPENVINO_MODEL
-            model.write_bytes(recipe["xml"])
-            model.with_suffix(".bin").write_bytes(recipe["bin"])
-            return engines.OpenVINOEngine(model, recipe["batch_size"], recipe["precision"],
-                                          recipe["description"], threads=threads)
-    # No thread limit: TensorFlow's results depend on its thread count (OpenVINO's, per stream,
-    # do not), so a worker computes as a local run on its machine does, with every core.
-    model = engines.keras_extractor(recipe["backbone"], recipe["img_size"], recipe["precision"],
-                                    recipe["description"])
-    model.set_weights(recipe["weights"])
-    return engines.TensorFlowEngine(model, recipe["batch_size"], recipe["precision"],
-                                    recipe["description"])
+    recipe = engines.recipe(directory, backbone, extract, img_size)
+    return RayEngine(cluster, cluster.ray.put(recipe), extract.batch_size,
+                     recipe["description"])
 
 
 class ExtractionWorker:
@@ -65,12 +31,13 @@ class ExtractionWorker:
 
     def _engine(self, recipe):
         if self.engine is None:
-            self.engine = _build(self.ray.get(recipe[0]), self.threads)
+            self.engine = engines.build(self.ray.get(recipe[0]), self.threads)
         return self.engine
 
     def describe(self, recipe):
         engine = self._engine(recipe)
-        return {"node": self.node, "output_shape": tuple(engine.output_shape),
+        return {"node": self.node, "input_shape": tuple(engine.input_shape),
+                "output_shape": tuple(engine.output_shape),
                 "jobs": engine.jobs, "runtime": engine.runtime,
                 "native_bfloat16": engines.native_bfloat16()}
 
@@ -108,6 +75,7 @@ class RayEngine:
             raise PipelineError(f"the workers on the Ray cluster at {cluster.address} differ "
                                 f"({shared}): install the same on every node: {INSTALL}")
         self.nodes = [worker["node"] for worker in described]
+        self.input_shape = described[0]["input_shape"]
         self.output_shape = described[0]["output_shape"]
         self.runtime, self.jobs = described[0]["runtime"], described[0]["jobs"]
         self._native_bfloat16 = described[0]["native_bfloat16"]

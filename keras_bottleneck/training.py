@@ -201,23 +201,22 @@ def scoring_dataset(inputs, labels, batch_size, transform=None):
     return tf.data.Dataset.zip(first, second).map(lambda a, b: ((a[0], b[0]), a[1]))
 
 
-def run_training_stage(stage, model, splits, transform, params, model_path, sampler=None,
-                       scorer=None):
+def run_training_stage(stage, model, splits, transform, train_settings, epochs, model_path,
+                       learning_rate=None, sampler=None, scorer=None):
     """Train as stage `stage` (train_head, train_frozen or finetune) on {split: (.npy path,
-    labels)} and write models/..., metrics/<stage>.json and dvclive/<stage>/, with
-    the learning rate of params[stage] if it has one, else train's. The validation split, when
-    there is one, picks the epoch; otherwise the test split plays its part. A `sampler` (see
-    `dataset`) reads the train split; a `scorer` (see `train`) scores the others, whose path
-    may then be a pair of paths (see `scoring_dataset`)."""
-    settings = params["train"]
-    batch_size = settings["batch_size"]
-    train_data = dataset(*splits["train"], batch_size, transform, settings["seed"], sampler)
+    labels)} for `epochs` and write models/..., metrics/<stage>.json and dvclive/<stage>/, with
+    `learning_rate` if given, else the params section `train_settings`'s. The validation split,
+    when there is one, picks the epoch; otherwise the test split plays its part. A `sampler`
+    (see `dataset`) reads the train split; a `scorer` (see `train`) scores the others, whose
+    path may then be a pair of paths (see `scoring_dataset`)."""
+    batch_size = train_settings.batch_size
+    train_data = dataset(*splits["train"], batch_size, transform, train_settings.seed, sampler)
     test_data = scoring_dataset(*splits["test"], batch_size, transform)
     held_out = len(splits["validation"][1]) > 0
     val_data = (scoring_dataset(*splits["validation"], batch_size, transform) if held_out
                 else test_data)
-    learning_rate = params[stage].get("learning_rate", settings["learning_rate"])
-    metrics = train(model, train_data, val_data, params[stage]["epochs"], learning_rate,
+    metrics = train(model, train_data, val_data, epochs,
+                    learning_rate or train_settings.learning_rate,
                     model_path, f"metrics/{stage}.json", f"dvclive/{stage}",
                     test_data if held_out else None, scorer)
     chosen = (f"epoch {metrics['best_epoch']} chosen on validation" if held_out else

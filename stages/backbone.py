@@ -14,7 +14,8 @@ def main():
     started = time.perf_counter()
     params = params_file.load()
     with atomic_path(BACKBONE, directory=True) as tmp:
-        description = engines.write_backbone(params, tmp)
+        description = engines.write_backbone(params.backbone, params.extract,
+                                             params.prepare.img_size, tmp)
     write_json("metrics/backbone.json", {"engine": description["engine"],
                                          "seconds": round(time.perf_counter() - started, 3)})
     print(f"backbone: {description['backbone']} at {description['img_size']}px for the "

@@ -16,11 +16,11 @@ def main():
     params = params_file.load()
     import tensorflow as tf
     classes = read_classes(FEATURES)
-    batch_size = params["train"]["batch_size"]
+    batch_size = params.train.batch_size
     # Both models that take images read the same test images, preprocessed the same way.
     images = (split_inputs(PREPARED, "images")["test"],
-              backbones.preprocess_tensor_function(params["backbone"]["name"]))
-    mirrored = params["predict"]["mirror"]
+              backbones.preprocess_tensor_function(params.backbone.name))
+    mirrored = params.predict.mirror
     features, labels = split_inputs(FEATURES, "features")["test"]
     if mirrored:  # see mirror: the head also scores the mirror images' features
         features = (features, mirror.features_path(FEATURES, "test"))
@@ -40,7 +40,7 @@ def main():
         evaluation.write_confusions(labels, predicted, classes,
                                     METRICS / f"confusion_{method}.csv")
         wrong = evaluation.most_confident_mistakes(labels, probabilities,
-                                                   params["evaluate"]["mistakes"])
+                                                   params.evaluate.mistakes)
         evaluation.draw_mistakes(
             list(test_images.read(wrong)),
             [f"true {classes[labels[i]]}\npredicted {classes[predicted[i]]} "

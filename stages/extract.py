@@ -11,10 +11,11 @@ from tqdm import tqdm
 from keras_bottleneck import (augment, cluster, engines, incremental, mirror, params as params_file,
                               remote_engine)
 from keras_bottleneck.atomic import atomic_path, write_json
-from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes, write_classes
+from keras_bottleneck.datasets import (PREPARED_SPLITS, prepared_img_size, read_classes,
+                                       write_classes)
 from keras_bottleneck.errors import run_stage
 from keras_bottleneck.features import extract
-from keras_bottleneck.npy_stream import NpyRows, read_header
+from keras_bottleneck.npy_stream import NpyRows
 from keras_bottleneck.resources import peak_memory_mb
 
 PREPARED, FEATURES = Path("data/prepared"), Path("data/features")
@@ -23,16 +24,17 @@ BACKBONE = Path("models/backbone")
 
 def main():
     params = params_file.load()
+    settings = params.extract
     classes = read_classes(PREPARED)
-    img_size = read_header(PREPARED / "train_images.npy")[0][1]
+    img_size = prepared_img_size(PREPARED, params.prepare)
     started = time.perf_counter()
-    workers = cluster.connect(params["compute"])
-    engine = (remote_engine.load(workers, BACKBONE, params, img_size) if workers
-              else engines.load(BACKBONE, params, img_size))
+    workers = cluster.connect(params.compute)
+    engine = (remote_engine.load(workers, BACKBONE, params.backbone, settings, img_size)
+              if workers else engines.load(BACKBONE, params.backbone, settings, img_size))
     startup = time.perf_counter() - started  # connecting, starting workers, loading the model
-    current = engines.fingerprint(engine, params["extract"])
+    current = engines.fingerprint(engine, settings)
     previous, found, other = incremental.find_previous(FEATURES, current)
-    copies = params["extract"]["augment_copies"]
+    copies = settings.augment_copies
     images = ran = 0
     nodes = Counter()
     with atomic_path(FEATURES, directory=True) as tmp:
@@ -42,17 +44,16 @@ def main():
             shutil.copyfile(PREPARED / f"{name}_labels.npy", tmp / f"{name}_labels.npy")
             inputs = [(name, source, keys)]
             if name == "train" and copies:  # only train images are augmented
-                inputs.append((augment.VIEWS, augment.CachedViews(source, keys, copies,
-                                                                  params["augment"]),
-                               augment.view_keys(keys, copies, params["augment"])))
-            if name in mirror.SPLITS and params["predict"]["mirror"]:
+                inputs.append((augment.VIEWS, augment.CachedViews(source, keys, copies, params.augment),
+                               augment.view_keys(keys, copies, params.augment)))
+            if name in mirror.SPLITS and params.predict.mirror:
                 inputs.append((name + mirror.SUFFIX, mirror.MirroredRows(source),
                                mirror.keys(keys)))
             for stored, rows, row_keys in inputs:
                 with tqdm(total=len(rows), desc=f"extract {stored}", unit="img",
                           disable=None) as bar:
                     shape, computed = extract(engine, rows, tmp / f"{stored}_features.npy",
-                                              params["extract"]["dtype"], bar, previous,
+                                              settings.dtype, bar, previous,
                                               row_keys, nodes)
                 np.save(tmp / f"{stored}_keys.npy", row_keys)
                 images, ran = images + len(rows), ran + computed
@@ -61,19 +62,19 @@ def main():
         feature_bytes = sum(path.stat().st_size for path in tmp.glob("*_features.npy"))
     seconds = time.perf_counter() - started
     write_json("metrics/extract.json", {
-        "engine": params["extract"]["engine"], "precision": params["extract"]["precision"],
-        "pool": params["extract"]["pool"], "images": images, "augment_copies": copies,
+        "engine": settings.engine, "precision": settings.precision,
+        "pool": settings.pool, "images": images, "augment_copies": copies,
         "backbone_images": ran,
         "reused_images": images - ran,
-        "compute": params["compute"]["engine"], "nodes": dict(nodes),  # rows each computed
+        "compute": params.compute.engine, "nodes": dict(nodes),  # rows each computed
         "retried_batches": getattr(engine, "retried_batches", 0),
         "seconds": round(seconds, 3), "startup_seconds": round(startup, 3),
         "images_per_second": round(images / seconds, 2),
         "feature_bytes": feature_bytes, "peak_memory_mb": peak_memory_mb(),
         # The openvino engine runs the converted backbone alone: no TensorFlow start-up.
         "tensorflow_imported": "tensorflow" in sys.modules})
-    print(f"extract: {params['backbone']['name']} features ({params['extract']['engine']}, "
-          f"{params['extract']['precision']}) of shape {shape[1:]} -> {FEATURES}/; "
+    print(f"extract: {params.backbone.name} features ({settings.engine}, "
+          f"{settings.precision}) of shape {shape[1:]} -> {FEATURES}/; "
           f"backbone ran on {ran} of {images} images ({images - ran} reused from "
           f"{found} earlier extraction(s) with the same fingerprint"
           + (f"; {other} other(s) differ" if other else "") + ")")

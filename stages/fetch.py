@@ -17,16 +17,16 @@ RAW, METRICS = Path("data/raw"), Path("metrics/fetch.json")
 
 def main():
     started = time.perf_counter()
-    data = params_file.load()["data"]
+    data = params_file.load().data
     current = raw_fingerprint()
     with atomic_path(RAW, directory=True) as tmp:
-        if data["source"] == "cifar10":  # encoded here, from pixel arrays: nothing to check
-            (counts, classes), checked = fetch_cifar10(data["path"], tmp), 0
+        if data.source == "cifar10":  # encoded here, from pixel arrays: nothing to check
+            (counts, classes), checked = fetch_cifar10(data.path, tmp), 0
         else:
             known = incremental.earlier_keys(RAW, current)
             # disable=None: silent where the output is no terminal (a queued experiment's log).
             with tqdm(desc="fetch", unit="img", disable=None) as bar:
-                counts, classes, checked = fetch_folder(data["path"], tmp, known, bar)
+                counts, classes, checked = fetch_folder(data.path, tmp, known, bar)
         write_json(tmp / incremental.FINGERPRINT, current)
     images = sum(counts.values())
     across, within = same_bytes(RAW)
@@ -42,7 +42,7 @@ def main():
                          "seconds": round(time.perf_counter() - started, 3)})
     sizes = ", ".join(f"{count} {name}" for name, count in counts.items())
     reused = f"; {images - checked} known to decode from earlier runs" \
-        if data["source"] == "folder" else ""
+        if data.source == "folder" else ""
     print(f"fetch: {sizes} images in {len(classes)} classes -> {RAW}/{reused}")
 
 

@@ -23,22 +23,23 @@ FIRST_LOOK, METRICS = Path("metrics/first_images.png"), Path("metrics/preprocess
 def main():
     started = time.perf_counter()
     params = params_file.load()
-    prepare = params["prepare"]
-    excluded = read_exclusions(prepare["exclude"])
+    prepare = params.prepare
+    excluded = read_exclusions(prepare.exclude)
     classes = read_classes(RAW)
     raw = {name: RawSplit(RAW, name) for name in SPLITS}
     warn_unknown_exclusions(excluded, [name for split in raw.values() for name in split.names])
     candidates = {name: kept(split.names, excluded) for name, split in raw.items()}
-    chosen = {name: candidates[name][select(split.labels[candidates[name]],
-                                            prepare[f"{name}_count"], prepare["stratify"],
-                                            prepare["shuffle"], prepare["seed"], name)]
+    wanted = {"train": prepare.train_count, "test": prepare.test_count}
+    chosen = {name: candidates[name][select(split.labels[candidates[name]], wanted[name],
+                                            prepare.stratify, prepare.shuffle, prepare.seed,
+                                            name)]
               for name, split in raw.items()}
     # Validation comes out of the chosen train images; it is read from the train split.
     train, validation = hold_out(raw["train"].labels, chosen["train"],
-                                 prepare["validation_count"], prepare["stratify"], prepare["seed"])
+                                 prepare.validation_count, prepare.stratify, prepare.seed)
     chosen = {"train": train, "validation": validation, "test": chosen["test"]}
-    workers = cluster.connect(params["compute"])
-    current = fingerprint(prepare["img_size"])
+    workers = cluster.connect(params.compute)
+    current = fingerprint(prepare.img_size)
     previous, _, _ = incremental.find_previous(PREPARED, current, rows="images")
     decoded = 0
     total = sum(len(indices) for indices in chosen.values())
@@ -47,7 +48,7 @@ def main():
             tqdm(total=total, desc="preprocess", unit="img", disable=None) as bar:
         for name, indices in chosen.items():
             source = raw["test" if name == "test" else "train"]
-            decoded += write_resized(source, indices, prepare["img_size"],
+            decoded += write_resized(source, indices, prepare.img_size,
                                      tmp / f"{name}_images.npy", previous, progress=bar,
                                      cluster=workers)
             np.save(tmp / f"{name}_labels.npy", source.labels[indices])
@@ -69,7 +70,7 @@ def main():
                          "reused_images": images - decoded,
                          "seconds": round(time.perf_counter() - started, 3)})
     counts = ", ".join(f"{len(indices)} {name}" for name, indices in chosen.items())
-    print(f"preprocess: {counts} images at {prepare['img_size']}px -> {PREPARED}/; decoded "
+    print(f"preprocess: {counts} images at {prepare.img_size}px -> {PREPARED}/; decoded "
           f"{decoded}, {images - decoded} reused from earlier runs")
 
 

@@ -2,10 +2,9 @@
 from pathlib import Path
 
 from keras_bottleneck import backbones, mirror, params as params_file
-from keras_bottleneck.datasets import read_classes, split_inputs
+from keras_bottleneck.datasets import prepared_img_size, read_classes, split_inputs
 from keras_bottleneck.errors import run_stage
 from keras_bottleneck.heads import frozen_model
-from keras_bottleneck.npy_stream import read_header
 from keras_bottleneck.training import run_training_stage, seed_everything
 
 PREPARED = Path("data/prepared")
@@ -13,14 +12,15 @@ PREPARED = Path("data/prepared")
 
 def main():
     params = params_file.load()
-    seed_everything(params["train"]["seed"], params["train"]["deterministic"])
+    seed_everything(params.train.seed, params.train.deterministic)
     classes = read_classes(PREPARED)
     splits = split_inputs(PREPARED, "images")
-    backbone = backbones.build(params["backbone"], read_header(splits["train"][0])[0][1])
-    model = frozen_model(backbone, params["head"], len(classes))
-    preprocess = backbones.preprocess_tensor_function(params["backbone"]["name"])
-    run_training_stage("train_frozen", model, splits, preprocess, params, "models/frozen.keras",
-                       scorer=mirror.on_images(model) if params["predict"]["mirror"] else None)
+    backbone = backbones.build(params.backbone, prepared_img_size(PREPARED, params.prepare))
+    model = frozen_model(backbone, params.head, len(classes))
+    preprocess = backbones.preprocess_tensor_function(params.backbone.name)
+    run_training_stage("train_frozen", model, splits, preprocess, params.train,
+                       params.train_frozen.epochs, "models/frozen.keras",
+                       scorer=mirror.on_images(model) if params.predict.mirror else None)
 
 
 if __name__ == "__main__":

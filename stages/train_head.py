@@ -13,10 +13,10 @@ FEATURES = Path("data/features")
 
 def main():
     params = params_file.load()
-    seed_everything(params["train"]["seed"], params["train"]["deterministic"])
+    seed_everything(params.train.seed, params.train.deterministic)
     classes = read_classes(FEATURES)
     splits = split_inputs(FEATURES, "features")
-    model = feature_head_model(read_header(splits["train"][0])[0][1:], params["head"], len(classes))
+    model = feature_head_model(read_header(splits["train"][0])[0][1:], params.head, len(classes))
 
     def to_float32(features):  # features may be stored as float16
         import tensorflow as tf
@@ -29,13 +29,14 @@ def main():
         print(f"train_head: each epoch shows each train image as itself or one of its "
               f"{copies} cached views")
     scorer = None
-    if params["predict"]["mirror"]:
+    if params.predict.mirror:
         scorer = mirror.on_features(model)
         for name in mirror.SPLITS:
             path, labels = splits[name]
             splits[name] = ((path, mirror.features_path(FEATURES, name)), labels)
-    run_training_stage("train_head", model, splits, to_float32, params, "models/head.keras",
-                       sampler, scorer)
+    run_training_stage("train_head", model, splits, to_float32, params.train,
+                       params.train_head.epochs, "models/head.keras", sampler=sampler,
+                       scorer=scorer)
 
 
 if __name__ == "__main__":

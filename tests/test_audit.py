@@ -15,7 +15,7 @@ from _dvc_project import declared_outputs, dvc_yaml
 from conftest import (SHARED_CIFAR_JPG, SHARED_MOBILENET, make_folder_dataset, make_project,
                       needs_shared, subprocess_env)
 from keras_bottleneck import audit
-from keras_bottleneck.synthetic import reencoded
+from keras_bottleneck.testing.synthetic import reencoded
 
 
 def rows(path):

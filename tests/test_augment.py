@@ -1,13 +1,15 @@
 """Augmented views: different from each other and from the image, reproducible with the seed,
 tied to the image rather than to its position, and drawn anew each epoch in training."""
+from dataclasses import replace
+
 import numpy as np
 
 from keras_bottleneck import augment, params as params_file, training
 from keras_bottleneck.incremental import row_keys
 from keras_bottleneck.npy_stream import NpyRows
-from keras_bottleneck.synthetic import photo
+from keras_bottleneck.testing.synthetic import photo
 
-SETTINGS = params_file.validate({})["augment"]
+SETTINGS = params_file.validate({}).augment
 COPIES = 3
 
 
@@ -58,7 +60,7 @@ def test_views_are_reproducible_and_belong_to_the_image_not_its_position(tmp_pat
         j = 1 + (3 - i)  # where image i went
         np.testing.assert_array_equal(other[j * COPIES:(j + 1) * COPIES],
                                       first[i * COPIES:(i + 1) * COPIES])
-    reseeded, _ = cached_views(tmp_path / "images.npy", dict(SETTINGS, seed=1))
+    reseeded, _ = cached_views(tmp_path / "images.npy", replace(SETTINGS, seed=1))
     assert np.abs(reseeded - first).mean() > 5
 
 
@@ -70,7 +72,7 @@ def test_view_keys_follow_the_settings_and_keep_the_first_views_when_copies_grow
     assert len({key.tobytes() for key in three}) == 6
     for i in range(2):
         np.testing.assert_array_equal(five[i * 5:i * 5 + 3], three[i * 3:(i + 1) * 3])
-    moved = augment.view_keys(keys, 3, dict(SETTINGS, crop_min_area=0.5))
+    moved = augment.view_keys(keys, 3, replace(SETTINGS, crop_min_area=0.5))
     assert not {key.tobytes() for key in moved} & {key.tobytes() for key in three}
 
 

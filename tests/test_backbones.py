@@ -8,13 +8,14 @@ import keras
 import numpy as np
 import pytest
 
+from keras_bottleneck.params import Backbone
 from keras_bottleneck import backbones
 from keras_bottleneck.errors import PipelineError
 from conftest import REPO_ROOT, SHARED_MOBILENET, needs_shared, subprocess_env
 
 
 def settings(name, weights="none", alpha=1.0):
-    return {"name": name, "weights": weights, "alpha": alpha}
+    return Backbone(name=name, weights=weights, alpha=alpha)
 
 
 def assert_one_line(error, *names):
@@ -153,8 +154,8 @@ def test_offline_imagenet_weights_name_the_file_and_where_to_put_it(tmp_path):
     env.update(KERAS_HOME=str(keras_home), HTTPS_PROXY="http://127.0.0.1:9",
                https_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
     code = ("from keras_bottleneck import backbones; from keras_bottleneck.errors import run_stage; "
-            "run_stage(lambda: backbones.build({'name': 'mobilenet_v2', 'weights': 'imagenet', "
-            "'alpha': 1.0}, 32))")
+            "from keras_bottleneck.params import Backbone; "
+            "run_stage(lambda: backbones.build(Backbone('mobilenet_v2', 'imagenet', 1.0), 32))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from _benchmark import run_benchmark
 from _dvc_project import FAST_BACKBONE, UP_TO_DATE, contents, snapshot
 from conftest import make_folder_dataset, make_project, subprocess_env
-from keras_bottleneck.loopback_cluster import LoopbackCluster, unavailable
+from keras_bottleneck.testing.loopback_cluster import LoopbackCluster, unavailable
 
 WHY_NOT = unavailable()
 needs_cluster = pytest.mark.skipif(WHY_NOT is not None, reason=f"no Ray test cluster: {WHY_NOT}")

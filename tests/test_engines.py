@@ -1,22 +1,22 @@
 """The engines of extract: OpenVINO runs the very extractor Keras builds, converted once; its
 features agree with TensorFlow's, are the same bytes run after run and whatever the batch-mates,
 and the fingerprint tells engines and precisions apart."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from keras_bottleneck import engines
+from keras_bottleneck import engines, params
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.features import extract
 
 COUNT, SIZE = 10, 64  # batches of 4: the last one is padded
-PARAMS = {"backbone": {"name": "resnet50", "weights": "none", "alpha": 1.0},
-          "prepare": {"img_size": SIZE},
-          "extract": {"engine": "openvino", "precision": "float32", "pool": "none",
-                      "batch_size": 4, "dtype": "float32"}}
+BACKBONE = params.section("backbone", {"name": "resnet50", "weights": "none"})
+EXTRACT = params.section("extract", {"batch_size": 4, "dtype": "float32"})
 
 
-def params_with(**extract):
-    return {**PARAMS, "extract": {**PARAMS["extract"], **extract}}
+def settings(**extract):
+    return replace(EXTRACT, **extract)
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,14 @@ def backbone_dirs(tmp_path_factory):
     dirs = {}
     for engine, pool in (("openvino", "none"), ("tensorflow", "none"), ("openvino", "avg")):
         dirs[engine, pool] = tmp_path_factory.mktemp(f"{engine}_{pool}")
-        engines.write_backbone(params_with(engine=engine, pool=pool), dirs[engine, pool])
+        engines.write_backbone(BACKBONE, settings(engine=engine, pool=pool), SIZE,
+                               dirs[engine, pool])
     return dirs
 
 
 def load(backbone_dirs, **extract):
-    params = params_with(**extract)
-    chosen = params["extract"]
-    return engines.load(backbone_dirs[chosen["engine"], chosen["pool"]], params, SIZE)
+    chosen = settings(**extract)
+    return engines.load(backbone_dirs[chosen.engine, chosen.pool], BACKBONE, chosen, SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,31 @@ def test_openvino_bfloat16_features_agree_within_bfloat16s_precision(backbone_di
     assert np.abs(rounded - exact).max() <= 3e-2 * np.abs(exact).max()
 
 
+def test_a_bfloat16_engine_leaves_every_other_prediction_of_the_process_in_float32(
+        backbone_dirs, images, tmp_path):
+    """TensorFlow's bfloat16 switch is process-wide and reaches graphs traced before it: the
+    engine may hold it only while its own graph runs. Here, in this very process, a Keras
+    model predicts the same bytes before and after a bfloat16 engine ran, as does a copy
+    traced after it; the engine itself computes in bfloat16 where the CPU does."""
+    import keras
+    keras.utils.set_random_seed(0)
+    probe = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(5, activation="softmax")])
+    inputs = np.random.default_rng(0).normal(size=(6, 8, 8, 3)).astype(np.float32)
+    before = probe.predict(inputs, verbose=0)
+    exact = features(load(backbone_dirs, engine="tensorflow"), images, tmp_path / "f32.npy")
+    rounded = features(load(backbone_dirs, engine="tensorflow", precision="bfloat16"), images,
+                       tmp_path / "bf16.npy")
+    np.testing.assert_array_equal(probe.predict(inputs, verbose=0), before)
+    copy = keras.models.clone_model(probe)
+    copy.set_weights(probe.get_weights())
+    np.testing.assert_array_equal(copy.predict(inputs, verbose=0), before)
+    assert np.abs(rounded - exact).max() <= 3e-2 * np.abs(exact).max()
+    if engines.native_bfloat16():  # elsewhere TensorFlow ignores the switch
+        assert not np.array_equal(rounded, exact)
+
+
 @pytest.mark.parametrize("engine", ["openvino", "tensorflow"])
 def test_rows_are_the_same_bytes_run_after_run_and_whatever_the_batch_mates(
         engine, backbone_dirs, images, tmp_path):
@@ -97,23 +122,22 @@ def test_pooled_features_are_the_feature_maps_mean(backbone_dirs, images, tmp_pa
 
 
 def test_the_fingerprint_differs_per_engine_and_precision(backbone_dirs):
-    prints = [engines.fingerprint(load(backbone_dirs, **settings), params_with(**settings)
-                                  ["extract"])
-              for settings in ({}, {"precision": "bfloat16"}, {"engine": "tensorflow"},
-                               {"engine": "tensorflow", "precision": "bfloat16"},
-                               {"pool": "avg"})]
+    prints = [engines.fingerprint(load(backbone_dirs, **chosen), settings(**chosen))
+              for chosen in ({}, {"precision": "bfloat16"}, {"engine": "tensorflow"},
+                             {"engine": "tensorflow", "precision": "bfloat16"},
+                             {"pool": "avg"})]
     assert len({repr(sorted(found.items())) for found in prints}) == len(prints)
     assert "native_bfloat16" in prints[1] and "native_bfloat16" not in prints[0]
 
 
 def test_a_backbone_made_for_other_params_is_refused_in_one_line(backbone_dirs):
     with pytest.raises(PipelineError) as caught:
-        engines.load(backbone_dirs["openvino", "none"], params_with(), SIZE + 32)
+        engines.load(backbone_dirs["openvino", "none"], BACKBONE, EXTRACT, SIZE + 32)
     assert "img_size" in str(caught.value) and "dvc repro" in str(caught.value)
     with pytest.raises(PipelineError, match="pool"):
-        engines.load(backbone_dirs["openvino", "none"], params_with(pool="avg"), SIZE)
+        engines.load(backbone_dirs["openvino", "none"], BACKBONE, settings(pool="avg"), SIZE)
     with pytest.raises(PipelineError, match="backbone.json is missing"):
-        engines.load(backbone_dirs["openvino", "none"] / "nowhere", params_with(), SIZE)
+        engines.load(backbone_dirs["openvino", "none"] / "nowhere", BACKBONE, EXTRACT, SIZE)
 
 
 def test_bfloat16_on_a_gpu_is_kerass_mixed_bfloat16_policy(tmp_path):
@@ -122,11 +146,10 @@ def test_bfloat16_on_a_gpu_is_kerass_mixed_bfloat16_policy(tmp_path):
         pytest.skip("no GPU on this machine: extract.precision bfloat16 on a GPU is Keras' "
                     "mixed_bfloat16 policy, checked where one is")
     import keras
-    engines.write_backbone(params_with(engine="tensorflow"), tmp_path)
-    try:
-        engine = engines.load(tmp_path, params_with(engine="tensorflow", precision="bfloat16"),
-                              SIZE)
-        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-        assert engine.runtime["device"] == "GPU"
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    engines.write_backbone(BACKBONE, settings(engine="tensorflow"), SIZE, tmp_path)
+    engine = engines.load(tmp_path, BACKBONE, settings(engine="tensorflow",
+                                                       precision="bfloat16"), SIZE)
+    assert engine.runtime["device"] == "GPU"
+    assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in engine.model.layers)
+    # The policy is the model's alone: what is built later computes as before.
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from keras_bottleneck.params import Backbone
 from keras_bottleneck import backbones, engines, incremental
 from keras_bottleneck.features import extract
 
@@ -20,7 +21,7 @@ class Progress:
 def resnet50():
     """The default backbone, 2x2 feature map at 64 px; with random weights its outputs are
     still of order 1 to 10 (MobileNet's vanish to 1e-16, which would hide any error)."""
-    return backbones.build({"name": "resnet50", "weights": "none", "alpha": 1.0}, 64)
+    return backbones.build(Backbone(name="resnet50", weights="none", alpha=1.0), 64)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
 """Fine-tuning changes exactly the unfrozen layers (and the head), never a BatchNormalization
 statistic, and the model it saves loads back whole."""
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
 
+from keras_bottleneck.params import Backbone
 from keras_bottleneck import augment, backbones, finetuning, params as params_file, training
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.heads import feature_head_model
@@ -12,7 +15,7 @@ from conftest import COLORS, make_image
 # ResNet50 with random weights: features of order 1 (random MobileNet's vanish, and with them
 # every gradient), and 53 BatchNormalization layers. 4: conv5_block3's three and the one before.
 SIZE, CLASSES, UNFREEZE = 32, 3, 4
-RESNET = {"name": "resnet50", "weights": "none", "alpha": 1.0}
+RESNET = Backbone(name="resnet50", weights="none", alpha=1.0)
 
 
 def values(layer):
@@ -30,12 +33,12 @@ def finetuned(tmp_path_factory):
     keras.utils.set_random_seed(0)
     backbone = backbones.build(RESNET, SIZE)
     head = feature_head_model(backbone.output_shape[1:],
-                              dict(params_file.validate({})["head"], kernel_size=1), CLASSES)
+                              replace(params_file.validate({}).head, kernel_size=1), CLASSES)
     model, unfrozen = finetuning.finetune_model(backbone, head, UNFREEZE)
     before = {layer.name: values(layer) for layer in backbone.layers}
     head_before = values(head)
     preprocess = backbones.preprocess_tensor_function("resnet50")
-    sampler = augment.OnTheFly(out / "images.npy", params_file.validate({})["augment"])
+    sampler = augment.OnTheFly(out / "images.npy", params_file.validate({}).augment)
     data = training.dataset(out / "images.npy", labels, 4, preprocess, 0, sampler)
     plain = training.dataset(out / "images.npy", labels, 4, preprocess)
     training.train(model, data, plain, 2, 1e-3, out / "finetuned.keras", out / "metrics.json",

@@ -1,13 +1,16 @@
 """The head: the original's layers and parameter counts by default, configurable, and a clear
 error when the backbone's feature map is too small for it."""
+from dataclasses import replace
+
 import keras
 import pytest
 
+from keras_bottleneck.params import Backbone
 from keras_bottleneck import backbones, params as params_file
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.heads import feature_head_model, frozen_model, takes_pooled
 
-DEFAULT_HEAD = params_file.validate({})["head"]
+DEFAULT_HEAD = params_file.validate({}).head
 
 
 def layer_summary(model):
@@ -38,7 +41,7 @@ def test_default_head_is_the_originals():
 
 
 def test_hidden_units_add_dense_and_dropout_before_the_classifier():
-    head = dict(DEFAULT_HEAD, hidden_units=[256])
+    head = replace(DEFAULT_HEAD, hidden_units=(256,))
     model = feature_head_model((5, 5, 2048), head, 10)
     assert layer_summary(model)[3:] == [
         ("Dropout", 0.3, 0),
@@ -49,7 +52,7 @@ def test_hidden_units_add_dense_and_dropout_before_the_classifier():
 
 
 def test_no_filters_pools_first_a_linear_classifier_on_pooled_features():
-    head = dict(DEFAULT_HEAD, filters=0, dropout=0.5, kernel_size=9)  # no conv: no size check
+    head = replace(DEFAULT_HEAD, filters=0, dropout=0.5, kernel_size=9)  # no conv: no size check
     model = feature_head_model((4, 4, 256), head, 10)
     assert layer_summary(model) == [
         ("GlobalAveragePooling2D", None, 0),
@@ -59,7 +62,7 @@ def test_no_filters_pools_first_a_linear_classifier_on_pooled_features():
 
 
 def test_head_settings_come_from_params():
-    head = dict(DEFAULT_HEAD, filters=7, kernel_size=3, conv_dropout=0.1, dropout=0.2)
+    head = replace(DEFAULT_HEAD, filters=7, kernel_size=3, conv_dropout=0.1, dropout=0.2)
     model = feature_head_model((4, 4, 16), head, 3)
     assert layer_summary(model) == [
         ("Conv2D", (7, (3, 3)), 3 * 3 * 16 * 7 + 7),
@@ -80,16 +83,16 @@ def test_feature_map_smaller_than_the_kernel_is_one_line():
 
 
 def test_frozen_model_checks_the_feature_map_too():
-    backbone = backbones.build({"name": "mobilenet", "weights": "none", "alpha": 0.25}, 32)
+    backbone = backbones.build(Backbone(name="mobilenet", weights="none", alpha=0.25), 32)
     assert backbone.output_shape[1:3] == (1, 1)
     with pytest.raises(PipelineError, match="head.kernel_size"):
         frozen_model(backbone, DEFAULT_HEAD, 10)
-    model = frozen_model(backbone, dict(DEFAULT_HEAD, kernel_size=1), 10)
+    model = frozen_model(backbone, replace(DEFAULT_HEAD, kernel_size=1), 10)
     assert model.output_shape == (None, 10)
 
 
 def test_on_pooled_features_the_head_has_nothing_left_to_pool():
-    head = dict(DEFAULT_HEAD, filters=0, dropout=0.5)
+    head = replace(DEFAULT_HEAD, filters=0, dropout=0.5)
     model = feature_head_model((2048,), head, 10)  # extract.pool: avg
     assert layer_summary(model) == [
         ("Dropout", 0.5, 0),
@@ -111,8 +114,8 @@ def test_a_pooled_head_fine_tunes_and_exports_on_the_feature_map():
     pool it as extract did."""
     from keras_bottleneck import classifier
     from keras_bottleneck.finetuning import finetune_model
-    head = feature_head_model((512,), dict(DEFAULT_HEAD, filters=0), 3)
-    vgg16 = backbones.build({"name": "vgg16", "weights": "none", "alpha": 1.0}, 64)
+    head = feature_head_model((512,), replace(DEFAULT_HEAD, filters=0), 3)
+    vgg16 = backbones.build(Backbone(name="vgg16", weights="none", alpha=1.0), 64)
     model, _ = finetune_model(vgg16, head, 1)
     assert model.output_shape == (None, 3)
     exported = classifier.build(vgg16, "vgg16", head, "float16")

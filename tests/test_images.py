@@ -6,7 +6,7 @@ from PIL import Image
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.images import (DRAFT_MARGIN, check_decodes, decode_resized, is_image_file,
                                      load_rgb, open_rgb, resize)
-from keras_bottleneck.synthetic import jpeg_bytes, photo
+from keras_bottleneck.testing.synthetic import jpeg_bytes, photo
 
 EXIF_ORIENTATION = 0x0112
 

@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_bottleneck.params import Backbone
 from keras_bottleneck import backbones, engines, mirror
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.features import extract
@@ -91,7 +92,7 @@ def test_mirrored_rows_extract_as_the_mirror_images_do(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
     np.save(tmp_path / "flipped.npy", images[:, :, ::-1])
-    vgg16 = backbones.build({"name": "vgg16", "weights": "none", "alpha": 1.0}, 32)
+    vgg16 = backbones.build(Backbone(name="vgg16", weights="none", alpha=1.0), 32)
     engine = engines.TensorFlowEngine(engines.extractor(vgg16, "vgg16", "none"), 4)
     rows = mirror.MirroredRows(NpyRows(tmp_path / "images.npy"))
     np.testing.assert_array_equal(rows.read(np.array([3, 1])), images[[3, 1], :, ::-1])

@@ -1,9 +1,12 @@
 """params.yaml: defaults filled in, every bad value a one-line error naming its key, unknown
 keys a warning."""
+from dataclasses import FrozenInstanceError, asdict
+
 import pytest
 import yaml
 from conftest import REPO_ROOT
 
+from keras_bottleneck.params import Backbone
 from keras_bottleneck import params
 from keras_bottleneck.errors import PipelineError
 
@@ -17,22 +20,29 @@ def write_params(tmp_path, content):
 def test_defaults_are_the_original_experiment():
     filled = params.validate({"prepare": {"img_size": 64}, "backbone": {"name": "mobilenet"}})
     # No validation split: the test split scores every epoch, as in the original.
-    assert filled["prepare"] == {"train_count": 1000, "test_count": 100, "validation_count": 0,
-                                 "img_size": 64, "stratify": False, "shuffle": False, "seed": 0,
-                                 "exclude": "data/exclude.txt"}
-    assert filled["backbone"] == {"name": "mobilenet", "weights": "imagenet", "alpha": 1.0}
-    assert filled["head"]["filters"] == 100 and filled["head"]["kernel_size"] == 2
-    assert filled["head"]["hidden_units"] == []
-    assert filled["train"]["batch_size"] == 32 and filled["train"]["learning_rate"] == 0.001
-    assert filled["train_head"]["epochs"] == filled["train_frozen"]["epochs"] == 9
-    assert params.validate(None)["data"]["source"] == "cifar10"
+    assert asdict(filled.prepare) == {"train_count": 1000, "test_count": 100,
+                                      "validation_count": 0, "img_size": 64, "stratify": False,
+                                      "shuffle": False, "seed": 0, "exclude": "data/exclude.txt"}
+    assert filled.backbone == Backbone(name="mobilenet", weights="imagenet", alpha=1.0)
+    assert filled.head.filters == 100 and filled.head.kernel_size == 2
+    assert filled.head.hidden_units == ()
+    assert filled.train.batch_size == 32 and filled.train.learning_rate == 0.001
+    assert filled.train_head.epochs == filled.train_frozen.epochs == 9
+    assert params.validate(None).data.source == "cifar10"
+
+
+def test_sections_are_frozen_and_lists_become_tuples():
+    filled = params.validate({"head": {"hidden_units": [256, 64]}})
+    assert filled.head.hidden_units == (256, 64)
+    with pytest.raises(FrozenInstanceError):
+        filled.head.filters = 3
 
 
 def test_the_projects_params_yaml_is_valid_and_complete(capsys):
     loaded = params.load(REPO_ROOT / "params.yaml")
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     assert {section: set(keys) for section, keys in raw.items()} == \
-        {section: set(keys) for section, keys in loaded.items()}
+        {section: set(asdict(getattr(loaded, section))) for section in params.SECTIONS}
     assert capsys.readouterr().err == ""
 
 
@@ -81,7 +91,7 @@ def test_weights_path_that_exists_is_accepted(tmp_path):
     weights = tmp_path / "mobilenet.h5"
     weights.write_bytes(b"weights")
     path = write_params(tmp_path, {"backbone": {"name": "mobilenet", "weights": str(weights)}})
-    assert params.load(path)["backbone"]["weights"] == str(weights)
+    assert params.load(path).backbone.weights == str(weights)
 
 
 def test_unknown_key_and_section_are_warned_about(tmp_path, capsys):
@@ -90,7 +100,7 @@ def test_unknown_key_and_section_are_warned_about(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown key prepare.img_sise" in err and "img_size" in err
     assert "unknown section 'trian'" in err
-    assert loaded["prepare"]["img_size"] == 139
+    assert loaded.prepare.img_size == 139
 
 
 def test_exponent_without_a_dot_is_a_number_as_for_dvc(tmp_path):
@@ -99,7 +109,7 @@ def test_exponent_without_a_dot_is_a_number_as_for_dvc(tmp_path):
     with pytest.raises(PipelineError, match="prepare.seed = '1e3'"):
         params.load(path)
     path = write_params(tmp_path, "train:\n  learning_rate: 1e-3\n")
-    assert params.load(path)["train"]["learning_rate"] == 0.001
+    assert params.load(path).train.learning_rate == 0.001
 
 
 def test_invalid_yaml_is_one_line(tmp_path):

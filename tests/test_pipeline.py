@@ -296,7 +296,6 @@ def test_engine_change_reruns_backbone_extract_and_what_follows_nothing_before(e
     # Another engine's rows are never mixed in: everything went through the backbone again.
     images = change.on_tensorflow.extract["images"]
     assert change.on_tensorflow.extract["backbone_images"] == images
-    assert change.on_tensorflow.features != change.before.features
     # Switching back reuses the openvino rows of the first run, byte for byte.
     assert "extract" in change.back and "fetch" not in change.back
     assert change.extract_back["backbone_images"] == 0

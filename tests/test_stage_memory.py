@@ -12,7 +12,7 @@ import pytest
 
 from conftest import make_project
 from keras_bottleneck.images import decode_resized
-from keras_bottleneck.synthetic import photo
+from keras_bottleneck.testing.synthetic import photo
 
 LIMIT = 520 * 2**20  # address space, workers included (each inherits it)
 PHOTO = (4000, 3000)  # 12 megapixels: 36 MB decoded

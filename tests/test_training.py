@@ -7,12 +7,13 @@ import keras
 import numpy as np
 import pytest
 
+from keras_bottleneck.params import Backbone
 from keras_bottleneck import backbones, mirror, params as params_file, training
 from keras_bottleneck.heads import feature_head_model, frozen_model
 from conftest import COLORS, live_history, make_image
 
 EPOCHS, CLASSES, SIZE = 2, 3, 64
-DEFAULT_HEAD = params_file.validate({})["head"]
+DEFAULT_HEAD = params_file.validate({}).head
 TIMING_KEYS = {"train_seconds", "seconds_per_epoch"}
 
 
@@ -33,7 +34,7 @@ def trained(tmp_path_factory):
     plus the default head, trained EPOCHS epochs through train() as train_frozen does."""
     out = tmp_path_factory.mktemp("train_frozen")
     keras.utils.set_random_seed(0)
-    backbone = backbones.build({"name": "resnet50", "weights": "none", "alpha": 1.0}, SIZE)
+    backbone = backbones.build(Backbone(name="resnet50", weights="none", alpha=1.0), SIZE)
     model = frozen_model(backbone, DEFAULT_HEAD, CLASSES)
     head_weights = [w for w in model.weights if not any(w is b for b in backbone.weights)]
     backbone_before, head_before = snapshot(backbone.weights), snapshot(head_weights)
