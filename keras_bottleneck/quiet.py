@@ -14,6 +14,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
+NOISY_MODULE = "tensorflow"  # the module whose first import is quieted (not an engine name)
 NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
                    rb"|I\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on)")
 
@@ -42,7 +43,7 @@ class _QuietImport(importlib.abc.MetaPathFinder):
     """Finds `tensorflow` as the other finders do, with a loader that runs it quietly."""
 
     def find_spec(self, name, path, target=None):
-        if name != "tensorflow":
+        if name != NOISY_MODULE:
             return None
         sys.meta_path.remove(self)  # once: then the usual finders alone
         spec = importlib.util.find_spec(name)
@@ -68,6 +69,6 @@ class _QuietLoader(importlib.abc.Loader):
 
 def install():
     """Quiet the first import of tensorflow in this process (nothing if it is imported)."""
-    if "tensorflow" not in sys.modules and \
+    if NOISY_MODULE not in sys.modules and \
             not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietImport())

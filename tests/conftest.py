@@ -202,6 +202,15 @@ SLOWEST_FIRST = ["test_real_data.py", "test_pipeline.py", "test_cluster.py", "te
                  "test_experiments.py"]
 
 
+# The slow tier (`-m slow`; the quick one is `-m "not slow"`): a test that takes one of these
+# fixtures runs the real `dvc` on a project copy or starts a server; whole modules that start
+# clusters, mounts or benchmarks say so themselves (pytestmark = pytest.mark.slow).
+SLOW_FIXTURES = {"project", "ran_project", "ran_project_template", "s3_server"}
+
+
 def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -97,6 +97,7 @@ def planted(tmp_path_factory):
     return project, ran
 
 
+@pytest.mark.slow  # `dvc repro audit` on a project copy
 def test_the_stage_ranks_the_planted_flips_first_and_lists_both_copies(planted):
     project, ran = planted
     assert sorted(ran) == ["audit", "backbone", "extract", "fetch", "preprocess"]
@@ -131,6 +132,7 @@ def changed(project):
     return set(json.loads(project.dvc("status", "--json").stdout))
 
 
+@pytest.mark.slow  # `dvc repro audit` on a project copy
 def test_audit_reruns_on_its_params_and_features_only(planted):
     project, _ = planted
     project.commit("audited")
@@ -148,6 +150,7 @@ def test_audit_reruns_on_its_params_and_features_only(planted):
         assert not audit_outputs & set(stage.get("deps", [])), name
 
 
+@pytest.mark.slow  # `dvc repro audit` on a project copy
 def test_prepare_exclude_leaves_the_listed_images_out_of_every_split(planted):
     project, _ = planted
     listed = ["train/class_1/flipped_a.png", "test/class_1/copy.png", "train/class_0/000.png",
@@ -175,6 +178,7 @@ def test_prepare_exclude_leaves_the_listed_images_out_of_every_split(planted):
     assert project.metrics("preprocess")["excluded_images"] == 1
 
 
+@pytest.mark.slow  # the audit benchmark on real photos
 @needs_shared(SHARED_CIFAR_JPG, SHARED_MOBILENET)
 def test_on_real_photos_flipped_labels_and_copies_are_found(tmp_path):
     """The issue's targets, as benchmarks/audit.py measures them: 100 train images a class

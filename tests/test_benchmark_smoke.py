@@ -1,6 +1,10 @@
 """benchmarks/extract.py and scale.py run end to end on a tiny setting and report every figure
 (their timings are not checked: they mean something only at full size, on a quiet machine)."""
+import pytest
+
 from _benchmark import run_benchmark
+
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
 
 
 METHODS = {"extract", "extract_tensorflow", "openvino", "openvino_sync", "forward", "original"}

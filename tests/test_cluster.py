@@ -17,6 +17,8 @@ from _dvc_project import FAST_BACKBONE, UP_TO_DATE, contents, snapshot
 from conftest import make_folder_dataset, make_project, subprocess_env
 from keras_bottleneck.testing.loopback_cluster import LoopbackCluster, unavailable
 
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
+
 WHY_NOT = unavailable()
 needs_cluster = pytest.mark.skipif(WHY_NOT is not None, reason=f"no Ray test cluster: {WHY_NOT}")
 # Enough batches that a worker can be killed while extract is under way.

@@ -12,6 +12,8 @@ import pytest
 from _ran_project import ran_project, ran_project_template  # noqa: F401 (fixtures)
 from conftest import ran_stages
 
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
+
 EPOCHS = [2, 3]  # train_head.epochs of the sweep; the committed run used 1
 
 

@@ -14,6 +14,8 @@ from _dvc_project import FAST_BACKBONE, module_project
 from conftest import (COLORS, Project, make_folder_dataset, make_image, make_project,
                       subprocess_env)
 
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
+
 STAGES = ("fetch", "preprocess", "backbone", "extract")
 STAGE_OUTPUTS = ("raw", "prepared", "features")
 

@@ -22,6 +22,8 @@ import pytest
 from _dvc_project import UP_TO_DATE, contents, declared_outputs, module_project, snapshot, varies
 from conftest import ran_stages
 
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
+
 # Many images, one per batch: extraction lasts long enough to be caught midway.
 DATASET = {"classes": 3, "train": 16, "test": 4}
 PARAMS = {"prepare.train_count": 48, "prepare.test_count": 12, "extract.batch_size": 1}

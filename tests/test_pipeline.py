@@ -18,6 +18,8 @@ from _dvc_project import (UP_TO_DATE, declared_outputs, dvc_yaml, module_project
                           npy_shape, snapshot, stage_names, varies)
 from conftest import REPO_ROOT, live_history, ran_stages
 
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
+
 UPSTREAM_OUTPUTS = ("data/raw", "data/prepared", "models/backbone", "data/features")
 
 # Package modules that cannot change what a stage writes (error messages, the temp-then-rename

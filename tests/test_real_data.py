@@ -2,8 +2,12 @@
 CIFAR-10 JPEGs through ImageNet MobileNet (alpha 0.25) at 139 px, 100 train (10 of them
 validation) and 100 test images per class, every prediction averaged with the mirror image's.
 Needs ../shared (the team's data and weights)."""
+import pytest
+
 from conftest import SHARED_CIFAR_JPG, SHARED_MOBILENET, needs_shared
 from _benchmark import run_benchmark
+
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
 
 # The original method reaches 0.58 on this data; random weights give 0.10 (10 classes), so
 # these floors fail if the ImageNet weights, the preprocessing or a head are wrong.

@@ -10,6 +10,8 @@ from _ran_project import IMAGES, ran_project, ran_project_template  # noqa: F401
 from _s3 import closed_port, s3_client, s3_server  # noqa: F401 (fixture)
 from conftest import COLORS, Project, make_image, ran_stages
 
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
+
 OUTPUTS = ["data", "models", "metrics"]
 REMOTE_CONFIG = """\
 [core]

@@ -8,6 +8,8 @@ import sys
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
+
 OUTPUT_DIRS = ("data", "models", "metrics")
 
 

@@ -14,6 +14,8 @@ from conftest import make_project
 from keras_bottleneck.images import decode_resized
 from keras_bottleneck.testing.synthetic import photo
 
+pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
+
 LIMIT = 520 * 2**20  # address space, workers included (each inherits it)
 PHOTO = (4000, 3000)  # 12 megapixels: 36 MB decoded
 PER_CLASS = {"train": 10, "test": 1}

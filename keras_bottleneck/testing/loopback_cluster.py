@@ -69,7 +69,7 @@ class LoopbackCluster:
         self.namespace = self._namespace_of(self.holder.pid)
         try:
             self.run([sys.executable, "-c",
-                      "from keras_bottleneck.loopback_cluster import loopback_up; loopback_up()"])
+                      "from keras_bottleneck.testing.loopback_cluster import loopback_up; loopback_up()"])
             for node in range(self.nodes):
                 self.start_node(head=node == 0)
         except BaseException:
