@@ -1,5 +1,6 @@
 """The figures of benchmarks/extract.py that need whole processes: peak memory of the extract
 stage, disk used by its features with DVC, and the cost of `dvc repro`."""
+import hashlib
 import json
 import os
 import platform
@@ -13,8 +14,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from keras_bottleneck import storage
 from keras_bottleneck.datasets import write_classes
-from keras_bottleneck.npy_stream import NpyWriter
 from keras_bottleneck.testing.synthetic import photo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,12 +68,19 @@ def write_prepared(directory, train_count, img_size, chunk=256):
     that this process does not need to hold."""
     directory.mkdir(parents=True)
     counts = {"train": train_count, "validation": 0, "test": held_out_count(train_count)}
+    writer = storage.Writer(directory, storage.ARRAY, None, (img_size, img_size, 3), np.uint8)
+    splits = {}
     for split, count in counts.items():
-        with NpyWriter(directory / f"{split}_images.npy", (count, img_size, img_size, 3),
-                       np.uint8) as writer:
-            for start in range(0, count, chunk):
-                writer.write(random_images(min(chunk, count - start), img_size, seed=start))
-        np.save(directory / f"{split}_labels.npy", np.arange(count) % len(CLASSES))
+        keys = np.zeros((count, 32), np.uint8)
+        for start in range(0, count, chunk):
+            for offset, image in enumerate(random_images(min(chunk, count - start), img_size,
+                                                          seed=start + 7919 * len(splits))):
+                keys[start + offset] = np.frombuffer(hashlib.sha256(image.tobytes()).digest(),
+                                                     np.uint8)
+                writer.add(keys[start + offset].tobytes(), image)
+        splits[split] = (keys, np.arange(count) % len(CLASSES),
+                         [f"{split}/{i}.png" for i in range(count)])
+    writer.finish(splits)
     write_classes(CLASSES, directory)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 import _pipeline
-from keras_bottleneck import engines
+from keras_bottleneck import engines, storage
 from keras_bottleneck.features import padded
 from keras_bottleneck.testing.loopback_cluster import LoopbackCluster, unavailable
 
@@ -89,13 +89,17 @@ def throughput(metrics):
 
 
 def features(project):
-    return {path.name: path.read_bytes()
-            for path in sorted((project.root / "data" / "features").glob("*.npy"))}
+    """Each stored split of data/features: its rows' bytes and keys."""
+    folder = project.root / "data" / "features"
+    return {index.name: (storage.read_split(folder, index.name[:-len("_index.npy")]).rows[:]
+                         .tobytes(), storage.read_split(folder, index.name[:-len("_index.npy")])
+                         .keys.tobytes())
+            for index in sorted(folder.glob("*_index.npy"))}
 
 
 def bare_1cpu(project, batch_size):
     """Images/s of OpenVINO with 1 thread over every prepared image, in memory."""
-    images = np.concatenate([np.load(project.root / "data" / "prepared" / f"{split}_images.npy")
+    images = np.concatenate([storage.read_split(project.root / "data" / "prepared", split).rows[:]
                              for split in SPLITS])
     batches = [padded(images[start:start + batch_size].astype(np.float32), batch_size)
                for start in range(0, len(images), batch_size)]

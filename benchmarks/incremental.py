@@ -1,14 +1,18 @@
-"""Benchmark incremental processing: what adding a few images costs, against a full run.
+"""Benchmark incremental processing: what adding a few images costs, in time and in bytes
+stored and moved, against a full run.
 
     python benchmarks/incremental.py        # N = 2000 at 139 px, ResNet50, 20 added (~5 min)
     python benchmarks/incremental.py --photo-size 1600x1200   # the same on photo-like JPEGs
+    python benchmarks/incremental.py --images 20000 --added 200 --img-size 32 --backbone resnet50
     python benchmarks/incremental.py --images 40 --added 4 --img-size 64 --backbone vgg16
 
 In a project copy on a folder of N random 32 px PNGs, or of photo-like JPEGs (+10% test
-images): seconds of `dvc repro extract` from scratch, then after adding --added train images
-(and raising prepare.train_count to match); each time, the seconds of each stage's script and
-what is left, DVC's own work, and how many images fetch checked, preprocess decoded and the
-backbone ran on (from metrics/*.json); and the bytes the reuse keys add to the features.
+images), with a DVC remote in a local folder: seconds of `dvc repro extract` from scratch, then
+after adding --added train images (and raising prepare.train_count to match); each time, the
+seconds of each stage's script and what is left, DVC's own work, and how many images fetch
+checked, preprocess decoded and the backbone ran on (from metrics/*.json); the bytes DVC's
+cache grew by and the bytes and files `dvc push` sent, each run (data/raw, data/prepared,
+data/features; models/backbone does not change); and what the indexes add to the rows.
 Random weights: the cost does not depend on them. Prints a table, then the JSON (also written to
 --json).
 """
@@ -19,11 +23,15 @@ from pathlib import Path
 import yaml
 
 import _pipeline
+from keras_bottleneck import storage
 
 TARGETS = {
     "repro_after_adding_vs_full": ("repro.added_vs_full", "<=", 0.15),
     "backbone_images_after_adding": ("repro.added.backbone_images", "<=", 40),
     "store_bytes_vs_feature_bytes": ("disk.store_vs_features", "<=", 1.1),
+    # 1 % more images: about 1 % more bytes; 5 % at 2000 + 100 images, 2 % at 20,000 + 200
+    "cache_growth_vs_first": ("bytes.cache_growth_vs_first", "<=", 0.05),
+    "pushed_vs_first_push": ("bytes.pushed_vs_first", "<=", 0.05),
 }
 
 
@@ -49,6 +57,25 @@ def add_images(folder, count, photo_size=None, seed=1000):
 STAGES = ("fetch", "preprocess", "backbone", "extract")
 
 
+def files_under(folder):
+    return {path: path.stat().st_size for path in Path(folder).rglob("*") if path.is_file()}
+
+
+def pushed(project, remote):
+    """`dvc push` now: how much DVC's cache grew since the last call, and the files and bytes
+    the push added to the remote."""
+    cache = files_under(project.root / ".dvc" / "cache")
+    before = files_under(remote) if remote.exists() else {}
+    project.run("dvc", "push")
+    after = files_under(remote)
+    new = {path: size for path, size in after.items() if path not in before}
+    growth = sum(size for path, size in cache.items()
+                 if path not in getattr(project, "_cache_seen", {}))
+    project._cache_seen = cache
+    return {"cache_growth": growth, "pushed_files": len(new),
+            "pushed_bytes": sum(new.values())}
+
+
 def timed_repro(project):
     run = project.timed_repro("extract")
     metrics = {stage: project.metrics(stage) for stage in STAGES}
@@ -72,19 +99,27 @@ def measure(args, workdir):
     project = _pipeline.DvcProject(workdir / "project", args.images, settings, dataset=images)
     _pipeline.progress(f"dvc repro extract from scratch: {args.images} + "
                        f"{_pipeline.held_out_count(args.images)} images")
+    remote = workdir / "remote"
+    project.run("dvc", "remote", "add", "-d", "local", str(remote))
     full = timed_repro(project)
+    first = pushed(project, remote)
     add_images(images, args.added, photo_size)
     project.set_params({"prepare.train_count": args.images + args.added})
     _pipeline.progress(f"dvc repro extract after adding {args.added} images")
     added = timed_repro(project)
+    second = pushed(project, remote)
     features = project.root / "data" / "features"
-    feature_bytes = sum(path.stat().st_size for path in features.glob("*_features.npy"))
-    store_bytes = sum(path.stat().st_size for path in features.glob("*_keys.npy")) + \
-        (features / "fingerprint.json").stat().st_size
+    feature_bytes = storage.data_bytes(features)
+    store_bytes = sum(path.stat().st_size for path in features.rglob("*") if path.is_file()) \
+        - feature_bytes
     return {
+        "bytes": {"first": first, "added": second,
+                  "cache_growth_vs_first": round(second["cache_growth"] /
+                                                 first["cache_growth"], 4),
+                  "pushed_vs_first": round(second["pushed_bytes"] / first["pushed_bytes"], 4)},
         "repro": {"images": args.images, "added_images": args.added, "full": full,
                   "added": added, "added_vs_full": round(added["seconds"] / full["seconds"], 3)},
-        "disk": {"feature_bytes": feature_bytes, "keys_and_fingerprint_bytes": store_bytes,
+        "disk": {"feature_bytes": feature_bytes, "index_bytes": store_bytes,
                  "store_vs_features": round((feature_bytes + store_bytes) / feature_bytes, 4)},
     }
 
@@ -104,8 +139,15 @@ def print_table(figures):
         print(f"    seconds: {scripts}, DVC {run['dvc_seconds']:.1f}; fetch checked "
               f"{run['checked_images']} images, preprocess decoded {run['decoded_images']}")
     print(f"  ratio {repro['added_vs_full']:.3f}; features {disk['feature_bytes'] / 2**20:.1f} "
-          f"MiB, reuse keys {disk['keys_and_fingerprint_bytes'] / 2**10:.1f} KiB "
+          f"MiB, indexes and manifests {disk['index_bytes'] / 2**10:.1f} KiB "
           f"(x{disk['store_vs_features']})")
+    moved = figures["bytes"]
+    for name, label in (("first", "first run"), ("added", "after adding")):
+        run = moved[name]
+        print(f"  {label:14} DVC cache +{run['cache_growth'] / 2**20:9.2f} MiB, dvc push sent "
+              f"{run['pushed_bytes'] / 2**20:9.2f} MiB in {run['pushed_files']} files")
+    print(f"  after adding vs first: cache {moved['cache_growth_vs_first']:.4f}, push "
+          f"{moved['pushed_vs_first']:.4f}")
     _pipeline.print_targets(figures["targets"])
 
 

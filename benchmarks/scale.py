@@ -39,6 +39,7 @@ STAGES = ("fetch", "preprocess", "backbone", "extract", "train_head", "train_fro
 TARGETS = {  # name: (figure, comparison, bound)
     **{f"memory_8n_vs_n_{stage}": (f"memory.ratios.{stage}", "<=", 1.15) for stage in STAGES},
     "train_head_disk_vs_memory": ("train_head_epoch.disk_vs_memory", "<=", 1.2),
+    "train_head_index_vs_single_file": ("train_head_epoch.index_vs_single_file", ">=", 0.9),
     "photos_fetch_peak_gib": ("photos.fetch.peak_gib", "<=", 1.0),
     "photos_preprocess_peak_gib": ("photos.preprocess.peak_gib", "<=", 1.0),
     "photos_raw_vs_folder_bytes": ("photos.raw_vs_folder_bytes", "<=", 1.05),
@@ -116,8 +117,10 @@ def measure_train_head_epoch(args, project):
     import keras
     import tensorflow as tf
     params = params_file.load(project.root / "params.yaml")
-    path, labels = split_inputs(project.root / "data" / "features", "features")["train"]
-    features = np.load(path)
+    rows, labels = split_inputs(project.root / "data" / "features")["train"]
+    features = rows[:]
+    single_file = project.root / "single_file_features.npy"  # the layout before chunks
+    np.save(single_file, features)
     batch_size = params.train.batch_size
 
     def model():
@@ -128,8 +131,11 @@ def measure_train_head_epoch(args, project):
         return data.map(lambda x, y: (tf.cast(x, tf.float32), y))
     ways = {"memory": lambda: as_float32(training.in_memory_dataset(features, labels, batch_size,
                                                                     shuffle_seed=0)),
-            "disk": lambda: training.dataset(path, labels, batch_size,
-                                             lambda x: tf.cast(x, tf.float32), shuffle_seed=0)}
+            "disk": lambda: training.dataset(rows, labels, batch_size,
+                                             lambda x: tf.cast(x, tf.float32), shuffle_seed=0),
+            "single_file": lambda: training.dataset(single_file, labels, batch_size,
+                                                    lambda x: tf.cast(x, tf.float32),
+                                                    shuffle_seed=0)}
     seconds = {way: [] for way in ways}
     for index in range(args.rounds):
         for way in (list(ways) if index % 2 == 0 else list(ways)[::-1]):
@@ -138,7 +144,9 @@ def measure_train_head_epoch(args, project):
     return {"images": len(labels), "feature_shape": list(features.shape[1:]),
             "feature_bytes": int(features.nbytes),
             "seconds_per_epoch": {way: round(value, 3) for way, value in median.items()},
-            "disk_vs_memory": round(median["disk"] / median["memory"], 3)}
+            "disk_vs_memory": round(median["disk"] / median["memory"], 3),
+            # speed through the chunks' index / speed from one .npy (seconds the other way)
+            "index_vs_single_file": round(median["single_file"] / median["disk"], 3)}
 
 
 def write_photos(root, count, size):
@@ -171,7 +179,8 @@ def measure_photos(args, workdir):
                                    dataset=workdir / "photos", test_count=tests)
     runs = {stage: _pipeline.run_with_peak(project.root, stage) for stage in ("fetch",
                                                                                "preprocess")}
-    raw_bytes = sum(path.stat().st_size for path in (project.root / "data" / "raw").iterdir())
+    raw = project.root / "data" / "raw"
+    raw_bytes = sum(path.stat().st_size for path in raw.rglob("*") if path.is_file())
     started = time.perf_counter()
     naive_preprocess(paths, args.img_size)
     naive_seconds = time.perf_counter() - started
@@ -215,7 +224,9 @@ def print_table(figures):
     epoch = figures["train_head_epoch"]
     print(f"\ntrain_head seconds per epoch on {epoch['images']} features: in memory "
           f"{epoch['seconds_per_epoch']['memory']:.3f}, from disk "
-          f"{epoch['seconds_per_epoch']['disk']:.3f} (x{epoch['disk_vs_memory']:.3f})")
+          f"{epoch['seconds_per_epoch']['disk']:.3f} (x{epoch['disk_vs_memory']:.3f}); from "
+          f"one .npy {epoch['seconds_per_epoch']['single_file']:.3f} (chunks' speed "
+          f"x{epoch['index_vs_single_file']:.3f} of it)")
     photos = figures["photos"]
     print(f"\n{photos['photos']} photos of {photos['size'][0]}x{photos['size'][1]}: folder "
           f"{photos['folder_bytes'] / 2**20:.0f} MiB, data/raw {photos['raw_bytes'] / 2**20:.0f} "

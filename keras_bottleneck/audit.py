@@ -19,19 +19,21 @@ import numpy as np
 
 from .errors import PipelineError
 from .evaluation import draw_mistakes
-from .npy_stream import iter_batches
+from .npy_stream import as_rows
 
 HASH_BITS = 64
 # Pairs of hashes compared at once: 8 bytes each, so a block takes 32 MB.
 _BLOCK_PAIRS = 1 << 22
 
 
-def pooled_features(path, batch_size=1024):
-    """The features in the .npy `path` as float32 rows, feature maps averaged over space (the
-    pooling extract.pool avg does), read batch by batch."""
+def pooled_features(features, batch_size=1024):
+    """`features` (rows read by index, or a .npy path) as float32 rows, feature maps averaged
+    over space (the pooling extract.pool avg does), read batch by batch."""
+    rows = as_rows(features)
     batches = [batch.reshape(len(batch), -1, batch.shape[-1]).mean(axis=1, dtype=np.float32)
                if batch.ndim > 2 else batch.astype(np.float32)
-               for batch in iter_batches(path, batch_size)]
+               for batch in (rows.read(np.arange(start, min(start + batch_size, len(rows))))
+                             for start in range(0, len(rows), batch_size))]
     return np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
 
 
@@ -75,7 +77,7 @@ def label_issues(labels, probabilities):
 
 
 def perceptual_hashes(rows, batch_size=256):
-    """The 64-bit phash of each image of NpyRows `rows` (HxWx3 uint8), as uint64."""
+    """The 64-bit phash of each image of `rows` (HxWx3 uint8, read by index), as uint64."""
     import imagehash
     from PIL import Image
     hashes = np.zeros(len(rows), np.uint64)
@@ -156,7 +158,7 @@ def write_csv(path, header, rows):
 
 
 def draw_pairs(images, names, pairs, path):
-    """Duplicate pairs side by side, from {split: NpyRows} `images` and {split: names}."""
+    """Duplicate pairs side by side, from {split: rows} `images` and {split: names}."""
     where = {name: (split, row) for split, split_names in names.items()
              for row, name in enumerate(split_names)}
 

@@ -73,8 +73,8 @@ def view_keys(keys, copies, augment):
 
 
 class CachedViews:
-    """The `copies` augmented views of every image of NpyRows `images`, as rows to read by
-    index like NpyRows: row i * copies + (v - 1) is view v of image i."""
+    """The `copies` augmented views of every image of `images` (rows read by index), as rows
+    to read by index: row i * copies + (v - 1) is view v of image i."""
 
     def __init__(self, images, keys, copies, augment):
         self.images, self.copies = images, copies
@@ -94,13 +94,13 @@ class RandomView:
     images, so epochs, learning curves and the validation choice mean what they did without
     views, and every epoch shows the head images it has not seen in that form."""
 
-    def __init__(self, originals_path, views_path, copies):
-        from .npy_stream import NpyRows
-        self.originals, self.views = NpyRows(originals_path), NpyRows(views_path)
+    def __init__(self, originals, views, copies):
+        from .npy_stream import as_rows
+        self.originals, self.views = as_rows(originals), as_rows(views)
         self.copies = copies
         if len(self.views) != len(self.originals) * copies:
-            raise ValueError(f"{views_path} has {len(self.views)} rows, not {copies} views of "
-                             f"each of the {len(self.originals)} rows of {originals_path}")
+            raise ValueError(f"the views have {len(self.views)} rows, not {copies} views of "
+                             f"each of the {len(self.originals)} images")
         self.outputs = [(self.originals.dtype, self.originals.shape[1:])]
 
     def read(self, indices, draws):
@@ -120,9 +120,9 @@ class OnTheFly:
     """For finetune: each image as a fresh random view every epoch (see crop_boxes). The boxes
     are drawn in numpy, the crops made in the TensorFlow graph."""
 
-    def __init__(self, images_path, augment):
-        from .npy_stream import NpyRows
-        self.images, self.augment = NpyRows(images_path), augment
+    def __init__(self, images, augment):
+        from .npy_stream import as_rows
+        self.images, self.augment = as_rows(images), augment
         self.outputs = [(self.images.dtype, self.images.shape[1:]), (np.dtype(np.float32), (4,))]
 
     def read(self, indices, draws):

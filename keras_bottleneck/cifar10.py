@@ -63,9 +63,10 @@ def _png(image):
     return buffer.getvalue()
 
 
-def fetch_archive(path, directory, sha256=SHA256):
+def fetch_archive(path, directory, sha256=SHA256, earlier=None):
     """Write the images of a cifar-10-python.tar.gz, after checking its sha256, to a raw dataset
-    in `directory` (each image a lossless PNG, in the archive's order, named after its batch).
+    in `directory` (each image a lossless PNG, in the archive's order, named after its batch);
+    images an earlier raw dataset holds (`earlier`, a storage.Earlier) keep their chunks.
     Returns {split: count} and the class names."""
     actual = sha256_of(path)
     if actual != sha256:
@@ -77,18 +78,19 @@ def fetch_archive(path, directory, sha256=SHA256):
             return pickle.load(archive.extractfile(f"cifar-10-batches-py/{member}"),
                                encoding="bytes")
         classes = [name.decode() for name in load("batches.meta")[b"label_names"]]
+        writer = RawWriter(directory, earlier)
         for split, members in _MEMBERS.items():
-            with RawWriter(directory, split) as writer:
-                for member in members:
-                    batch = load(member)
-                    images = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-                    for i, (image, label) in enumerate(zip(images, batch[b"labels"])):
-                        writer.add(f"{member}/{i}", label, _png(image))
-            counts[split] = len(writer.entries)
+            for member in members:
+                batch = load(member)
+                images = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                for i, (image, label) in enumerate(zip(images, batch[b"labels"])):
+                    writer.add(split, f"{member}/{i}", label, _png(image))
+            counts[split] = len(writer.entries[split])
+        writer.close()
     write_classes(classes, directory)
     return counts, classes
 
 
-def fetch_cifar10(data_path, directory):
+def fetch_cifar10(data_path, directory, earlier=None):
     archive = locate_archive(data_path) or download(download_dir() / ARCHIVE_NAME, data_path)
-    return fetch_archive(archive, directory)
+    return fetch_archive(archive, directory, earlier=earlier)

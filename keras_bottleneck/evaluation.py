@@ -16,10 +16,10 @@ METHODS = {
 }
 
 
-def predict(model, inputs_path, labels, batch_size, transform=None):
-    """Class probabilities for every row of `inputs_path` (or pair of paths, see
+def predict(model, inputs, labels, batch_size, transform=None):
+    """Class probabilities for every row of `inputs` (rows, or a pair of them, see
     training.scoring_dataset), read batch by batch, in order."""
-    batches = scoring_dataset(inputs_path, labels, batch_size, transform)
+    batches = scoring_dataset(inputs, labels, batch_size, transform)
     return np.concatenate([np.asarray(model.predict_on_batch(x)) for x, _ in batches]
                           or [np.zeros((0, model.output_shape[-1]), np.float32)])
 

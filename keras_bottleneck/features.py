@@ -4,12 +4,10 @@ import queue
 import threading
 from collections import Counter
 from contextlib import closing
-from pathlib import Path
 
 import numpy as np
 
-from .incremental import write_rows
-from .npy_stream import NpyRows
+from .npy_stream import as_rows
 
 
 def _prefetched(batches, transform, depth=2):
@@ -70,20 +68,26 @@ def _computed_rows(engine, rows, indices, nodes):
             yield from output[:real]
 
 
-def extract(engine, images, features_path, dtype, progress=None, previous=None, keys=None,
-            nodes=None):
-    """Write the `engine`'s features (see engines) of every image of `images` (a .npy path, or
-    rows to read by index: NpyRows, augment.CachedViews, mirror.MirroredRows) to
-    `features_path`, holding only a few batches in memory whatever the number of images. With
-    `previous` (an incremental.Previous) and the images' `keys`, rows it holds are copied
-    instead of computed. Returns the features' shape and how many images went through the
-    backbone; `nodes` (a Counter) gains how many each machine computed."""
-    rows = NpyRows(images) if isinstance(images, (str, Path)) else images
-    shape = (len(rows),) + tuple(engine.output_shape)
-    found = previous.find(keys) if previous is not None else [None] * len(rows)
-    missing = [index for index, location in enumerate(found) if location is None]
+def extract(engine, images, writer, keys, progress=None, nodes=None):
+    """Add to `writer` (a storage.Writer) the `engine`'s features (see engines) of every image
+    of `images` (rows to read by index: storage.Rows, NpyRows, augment.CachedViews,
+    mirror.MirroredRows, or a .npy path) that it needs (no earlier extraction holds its key,
+    of `keys`), holding only a few batches in memory whatever the number of images. Returns
+    how many images went through the backbone; `nodes` (a Counter) gains how many each
+    machine computed."""
+    rows = as_rows(images)
+    missing, seen = [], set()
+    for index, key in enumerate(map(bytes, keys)):
+        if writer.needs(key) and key not in seen:
+            missing.append(index)
+            seen.add(key)
+    writer.check_room(len(missing))
     nodes = Counter() if nodes is None else nodes
     with closing(_computed_rows(engine, rows, missing, nodes)) as computed:
-        write_rows(features_path, shape, dtype, found, previous, computed, engine.batch_size,
-                   progress)
-    return shape, len(missing)
+        for index, features in zip(missing, computed):
+            writer.add(bytes(keys[index]), features)
+            if progress is not None:
+                progress.update(1)
+    if progress is not None:
+        progress.update(len(rows) - len(missing))
+    return len(missing)

@@ -225,19 +225,22 @@ def _check_unless_known(data, name):
     return None if data is None else check_decodes(data, name)
 
 
-def fetch_folder(path, directory, known=frozenset(), progress=None):
+def fetch_folder(path, directory, earlier=None, progress=None):
     """Copy the images of a folder dataset into a raw dataset in `directory` as they are
-    (encoded), after checking on every core that each decodes, but for those whose SHA-256
-    digest is in `known` (decoded by an earlier run). Returns {split: count}, the class names
-    and how many images were checked; raises one PipelineError naming the unreadable images."""
+    (encoded), after checking on every core that each decodes, but for those an earlier raw
+    dataset holds (`earlier`, a storage.Earlier: decoded by an earlier run, and stored there
+    already). Returns {split: count}, the class names and how many images were checked;
+    raises one PipelineError naming the unreadable images."""
     tree, classes, images = list_folder(path)
+    known = earlier.keys() if earlier is not None else frozenset()
     if progress is not None:
         progress.reset(total=sum(len(entries) for entries in images.values()))
     failures, checked = [], 0
+    writer = RawWriter(directory, earlier)
+    position = {}
     for split, entries in images.items():
         labels = dict(entries)
-        position = {str(file): i for i, (file, _) in enumerate(entries)}
-        writer = RawWriter(directory, split)
+        position.update((str(file), i) for i, (file, _) in enumerate(entries))
         pending = deque()  # read but not yet checked: a few chunks at most
 
         def stream():
@@ -246,20 +249,20 @@ def fetch_folder(path, directory, known=frozenset(), progress=None):
                 pending.append((file, data, key))
                 yield (None if key in known else data), tree.shown(file)
 
-        # Written in the order read, known or not, so the bytes are those of a full fetch.
+        # Added in the order read, known or not, so the bytes are those of a full fetch.
         for failure in ordered_map(_check_unless_known, stream()):
             file, data, key = pending.popleft()
-            writer.add(str(file), labels[file], data, key)
+            writer.add(split, str(file), labels[file], data, key)
             checked += key not in known
             if progress is not None:
                 progress.update(1)
             if failure:
                 failures.append((tree.shown(file), failure))
-        writer.close(key=lambda name, label: position[name])
     if failures:
         others = ", ".join(shown for shown, _ in failures[1:4])
         more = f" (also unreadable: {others}{', ...' if len(failures) > 4 else ''})" \
             if others else ""
         raise PipelineError(failures[0][1] + more)
+    writer.close(order=lambda name: position[name])
     write_classes(classes, directory)
     return {split: len(entries) for split, entries in images.items()}, classes, checked

@@ -3,29 +3,29 @@ the image and for its left-right mirror image. Models are trained and saved as t
 scoring (validation, test), evaluate and the exported classifier average.
 
 For the head on bottleneck features, the mirror images' features are extracted once like the
-others: data/features/<split>_mirrored_features.npy for the validation and test splits. They are
-never trained on (the train split's views hold mirrored crops when augment.flip is set).
+others: the split `<split>_mirrored` of data/features for the validation and test splits. They
+are never trained on (the train split's views hold mirrored crops when augment.flip is set).
 """
 import hashlib
-from pathlib import Path
 
 import numpy as np
 
+from . import storage
 from .errors import PipelineError
 
-# data/features/<split><SUFFIX>_features.npy: the features of the split's mirrored images.
+# The stored split of a split's mirrored images: <split><SUFFIX>.
 SUFFIX = "_mirrored"
 SPLITS = ("validation", "test")
 
 
-def features_path(directory, split):
-    """The stored features of `split`'s mirror images; one PipelineError if extract did not
-    write them."""
-    path = Path(directory) / f"{split}{SUFFIX}_features.npy"
-    if not path.exists():
-        raise PipelineError(f"{path} is missing: predict.mirror needs the mirror images' "
-                            "features; run `dvc repro` (extract writes them)")
-    return path
+def features(directory, split):
+    """The stored features of `split`'s mirror images (storage.Rows); one PipelineError if
+    extract did not write them."""
+    if not storage.has_split(directory, split + SUFFIX):
+        raise PipelineError(f"{directory} has no features of the {split} split's mirror "
+                            "images: predict.mirror needs them; run `dvc repro` (extract writes "
+                            "them)")
+    return storage.read_split(directory, split + SUFFIX).rows
 
 
 def keys(image_keys):
@@ -37,7 +37,7 @@ def keys(image_keys):
 
 
 class MirroredRows:
-    """The mirror images of NpyRows `images`, read by index like NpyRows."""
+    """The mirror images of `images` (rows read by index), read by index likewise."""
 
     def __init__(self, images):
         self.images = images

@@ -106,6 +106,12 @@ def iter_batches(path, batch_size):
             yield batch.reshape((rows,) + tuple(shape[1:]))
 
 
+def as_rows(source):
+    """Rows to read by index: `source` itself (storage.Rows, NpyRows or alike), or the rows of
+    the .npy file at path `source`."""
+    return NpyRows(source) if isinstance(source, (str, os.PathLike)) else source
+
+
 class NpyRows:
     """Rows of a .npy file, read by index with plain reads: a shuffled batch costs one read a
     row, and nothing stays resident after it."""

@@ -9,7 +9,6 @@ from PIL import Image, ImageDraw
 from .datasets import raw_fingerprint, read_span
 from .errors import PipelineError
 from .images import DRAFT_MARGIN, decode_resized
-from .incremental import write_rows
 from .parallel import ordered_map
 
 
@@ -80,17 +79,19 @@ def _decode_resized(path, offset, length, name, img_size):
     return decode_resized(read_span(path, offset, length), img_size, name)
 
 
-def write_resized(raw, indices, img_size, path, previous=None, chunk_size=64, progress=None,
-                  cluster=None):
+def write_resized(raw, indices, img_size, writer, progress=None, cluster=None):
     """Decode and resize images `indices` of RawSplit `raw` on every core (or on the workers of
-    a cluster.Cluster, sent the images' bytes) into an (N, img_size, img_size, 3) uint8 .npy,
-    holding a few images at a time. Rows `previous` (an incremental.Previous of earlier
-    prepared images at this size) holds for an image's key are copied instead. Returns how
-    many images were decoded."""
-    indices = list(indices)
-    found = previous.find(raw.keys[indices]) if previous is not None else [None] * len(indices)
-    missing = (raw.locate(index) + (img_size,)
-               for index, location in zip(indices, found) if location is None)
+    a cluster.Cluster, sent the images' bytes) into `writer` (a storage.Writer of
+    img_size x img_size x 3 uint8 rows), holding a few images at a time: only those the writer
+    needs (no earlier preparation at this size holds them). Returns how many were decoded."""
+    needed, seen = [], set()
+    for index in indices:
+        key = raw.keys[index].tobytes()
+        if writer.needs(key) and key not in seen:
+            needed.append(index)
+            seen.add(key)
+    writer.check_room(len(needed))
+    missing = (raw.locate(index) + (img_size,) for index in needed)
     if cluster is None:
         decoding = ordered_map(_decode_resized, missing)
     else:
@@ -98,9 +99,13 @@ def write_resized(raw, indices, img_size, path, previous=None, chunk_size=64, pr
             (read_span(path, offset, length), size, name)
             for path, offset, length, name, size in missing))
     with closing(decoding) as decoded:
-        write_rows(path, (len(indices), img_size, img_size, 3), np.uint8, found, previous,
-                   decoded, chunk_size, progress)
-    return found.count(None)
+        for index, pixels in zip(needed, decoded):
+            writer.add(raw.keys[index].tobytes(), pixels)
+            if progress is not None:
+                progress.update(1)
+    if progress is not None:
+        progress.update(len(indices) - len(needed))
+    return len(needed)
 
 
 def first_images_of_each_class(labels, per_class):

@@ -33,17 +33,19 @@ import hashlib
 import json
 import os
 import shutil
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from numpy.lib import format as npy_format
 
 from .atomic import read_json
-from .errors import PipelineError, damaged
+from .errors import PipelineError, damaged, no_room
 from .npy_stream import NpyRows
 
 CHUNKS = "chunks"
 CHUNK_BYTES = 32 * 2**20
+_MAX_ROWS = 10**12  # the widest row count a chunk's header keeps room for
 KEEP_SHARE = 2 / 3
 ARRAY, BYTES = "array", "bytes"  # rows of one shape and dtype, or encoded images
 _INDEX_DTYPE = np.dtype([("chunk", "<u4"), ("row", "<u4")])
@@ -177,13 +179,33 @@ class Split:
         if self.kind == ARRAY:
             self.rows = Rows([paths["data"] for paths in self._chunks], self.index,
                              meta["shape"], meta["dtype"], files["index"])
+        self._check_chunks(files["index"])
+
+    def _check_chunks(self, index_path):
+        """Every chunk the split reads is there and whole (a stat and a header each), so that a
+        missing or cut file is named before any work."""
+        for number in range(len(self._chunks)):
+            if self.kind == ARRAY:
+                self.rows._reader(number)
+            else:
+                self._span(number)
+        if len(self):
+            last = np.zeros(len(self._chunks), np.int64)
+            np.maximum.at(last, self.index["chunk"].astype(np.int64),
+                          self.index["row"].astype(np.int64))
+            for number, row in enumerate(last):
+                held = (len(self.rows._reader(number)) if self.kind == ARRAY
+                        else len(self._span(number)))
+                if row >= held and number in self.index["chunk"]:
+                    raise damaged(index_path, f"it names row {row} of "
+                                  f"{self._chunks[number]['data']}, which holds {held}")
 
     def __len__(self):
         return len(self.index)
 
-    @property
+    @cached_property
     def keys(self):
-        """(N, 32) uint8: each row's key, from its chunk's manifest."""
+        """(N, 32) uint8: each row's key, from its chunk's manifest (read once)."""
         keys = np.zeros((len(self), 32), np.uint8)
         for chunk in np.unique(self.index["chunk"]) if len(self) else []:
             positions = np.flatnonzero(self.index["chunk"] == chunk)
@@ -352,63 +374,73 @@ class Writer:
         (self.directory / CHUNKS).mkdir(parents=True, exist_ok=True)
         self.added = {}     # key -> (new chunk number, row)
         self.new_names = []
-        self._open = []     # rows (arrays or bytes) of the chunk being filled
-        self._open_keys = []
-        self._open_bytes = 0
+        self._file = None   # the chunk being filled, streamed to disk under a temporary name
         self.written_bytes = 0
 
     def needs(self, key):
         return key not in self.added and key not in self.earlier
 
+    def check_room(self, rows, row_bytes=None):
+        """One line, before the work, if `rows` more rows (of `row_bytes`, default the store's)
+        would not fit on the disk."""
+        needed = rows * (row_bytes or int(np.prod(self.shape)) * self.dtype.itemsize)
+        if needed > shutil.disk_usage(self.directory / CHUNKS).free:
+            raise no_room(self.directory / CHUNKS / "rows", needed)
+
     def add(self, key, row):
         """One new row (an array of the store's shape, or encoded bytes) for `key`; a key
-        added before is ignored."""
+        added before is ignored. Rows go straight to disk: memory holds none of them."""
         if key in self.added:
             return
         if self.kind == ARRAY:
             row = np.asarray(row, dtype=self.dtype)
             if row.shape != self.shape:
                 raise ValueError(f"row of shape {row.shape} where the store holds {self.shape}")
-            size = row.nbytes
+            data = row.tobytes()
         else:
-            size = len(row)
-        if self._open and self._open_bytes + size > CHUNK_BYTES:
+            data = bytes(row)
+        if self._file is not None and self._open_bytes + len(data) > CHUNK_BYTES:
             self._close_chunk()
-        self.added[key] = (len(self.new_names), len(self._open))
-        self._open.append(row)
+        if self._file is None:
+            self._open_chunk()
+        self.added[key] = (len(self.new_names), len(self._open_keys))
+        self._file.write(data)
+        self._digest.update(data)
         self._open_keys.append(key)
-        self._open_bytes += size
+        self._open_lengths.append(len(data))
+        self._open_bytes += len(data)
+
+    def _open_chunk(self):
+        self._path = self.directory / CHUNKS / f".filling-{len(self.new_names)}"
+        self._file = open(self._path, "wb")
+        if self.kind == ARRAY:  # room for the header, written once the row count is known
+            self._file.write(b" " * len(_npy_header((_MAX_ROWS,) + self.shape, self.dtype)))
+        self._digest = hashlib.sha256()
+        self._open_keys, self._open_lengths, self._open_bytes = [], [], 0
 
     def _close_chunk(self):
-        if not self._open:
+        if self._file is None:
             return
         keys = np.frombuffer(b"".join(self._open_keys), np.uint8).reshape(-1, 32)
-        digest = hashlib.sha256()
+        lengths = np.array(self._open_lengths, np.int64)
+        spans = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1)
+        header = b""
         if self.kind == ARRAY:
-            parts = [_npy_header((len(self._open),) + self.shape, self.dtype)]
-            parts += [row.tobytes() for row in self._open]
-            extra = []
-        else:
-            parts = list(self._open)
-            lengths = np.array([len(row) for row in self._open], np.int64)
-            spans = np.stack([np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths], axis=1)
-            extra = [spans]
-        for part in parts:
-            digest.update(part)
-        digest.update(keys.tobytes())
-        for array in extra:
-            digest.update(array.tobytes())
-        name = digest.hexdigest()[:32]
+            header = _npy_header((len(keys),) + self.shape, self.dtype,
+                                 len(_npy_header((_MAX_ROWS,) + self.shape, self.dtype)))
+            self._file.seek(0)
+            self._file.write(header)
+        self._file.close()
+        self._file = None
+        name = hashlib.sha256(header + self._digest.digest() + keys.tobytes() +
+                              (spans.tobytes() if self.kind == BYTES else b"")).hexdigest()[:32]
         paths = chunk_paths(self.directory, name, self.kind)
-        with open(paths["data"], "wb") as file:
-            for part in parts:
-                file.write(part)
+        os.replace(self._path, paths["data"])
         np.save(paths["keys"], keys)
         if self.kind == BYTES:
-            np.save(paths["spans"], extra[0])
-        self.written_bytes += sum(len(part) for part in parts)
+            np.save(paths["spans"], spans)
+        self.written_bytes += len(header) + int(lengths.sum())
         self.new_names.append(name)
-        self._open, self._open_keys, self._open_bytes = [], [], 0
 
     def finish(self, splits, block=64):
         """Write the index of each split ({split: (keys as (N, 32) uint8, labels, names)});
@@ -432,6 +464,9 @@ class Writer:
         for split, (keys, labels, names) in splits.items():
             self._write_index(split, keys, labels, names, kept)
         return len({name for name, _ in kept.values()}), len(copied)
+
+    def stored_bytes(self):
+        return data_bytes(self.directory)
 
     def _keep(self, wanted):
         """{key: (earlier chunk name, row)} of the earlier chunks kept: greedily, the chunk
@@ -484,14 +519,26 @@ class Writer:
         files["names"].write_bytes(gzip.compress(json.dumps(list(names)).encode(), mtime=0))
 
 
+def data_bytes(directory):
+    """Bytes of the rows stored in output `directory` (chunk data, without manifests and
+    indexes)."""
+    folder = Path(directory) / CHUNKS
+    return sum(path.stat().st_size for path in folder.iterdir()
+               if path.suffix in (".npy", ".bin") and not path.name.endswith(
+                   (".keys.npy", ".spans.npy"))) if folder.is_dir() else 0
+
+
 def _label_dtype(labels):
     return np.uint16 if not len(labels) or int(np.max(labels)) < 2**16 else np.int64
 
 
-def _npy_header(shape, dtype):
-    """The bytes of a .npy header (version 1.0) for an array of `shape` and `dtype`."""
-    import io
-    buffer = io.BytesIO()
-    npy_format.write_array_header_1_0(buffer, {"descr": npy_format.dtype_to_descr(dtype),
-                                               "fortran_order": False, "shape": tuple(shape)})
-    return buffer.getvalue()
+def _npy_header(shape, dtype, size=None):
+    """The bytes of a .npy header (version 1.0) for an array of `shape` and `dtype`, padded with
+    spaces to `size` bytes (a multiple of 64) where given, so that it can be written last over
+    the room kept for it."""
+    text = (f"{{'descr': {npy_format.dtype_to_descr(dtype)!r}, 'fortran_order': False, "
+            f"'shape': {tuple(shape)!r}, }}")
+    fixed = len(npy_format.MAGIC_PREFIX) + 4  # magic, version, header length
+    size = size or -(-(fixed + len(text) + 1) // 64) * 64
+    return (npy_format.MAGIC_PREFIX + bytes([1, 0]) + (size - fixed).to_bytes(2, "little")
+            + text.ljust(size - fixed - 1).encode("latin1") + b"\n")

@@ -6,7 +6,7 @@ import numpy as np
 
 from .atomic import atomic_path, write_json
 from .errors import PipelineError, damaged
-from .npy_stream import NpyRows
+from .npy_stream import as_rows
 from .resources import peak_memory_mb
 
 # Bytes of rows read per Python call by `dataset`: large enough that the calls cost little
@@ -35,8 +35,9 @@ def seed_everything(seed, deterministic):
         tf.config.experimental.enable_op_determinism()
 
 
-def dataset(inputs_path, labels, batch_size, transform=None, shuffle_seed=None, sampler=None):
-    """A batched tf.data pipeline over the rows of a .npy file, read from disk batch by batch;
+def dataset(inputs, labels, batch_size, transform=None, shuffle_seed=None, sampler=None):
+    """A batched tf.data pipeline over `inputs` (storage.Rows, or a .npy path), read from disk
+    batch by batch;
     `transform` (e.g. preprocess_input) runs per batch. With `shuffle_seed` the order changes
     every epoch: the same permutations as shuffling the arrays in memory
     (Dataset.from_tensor_slices(...).shuffle(len, seed)), since they depend only on the seed
@@ -46,9 +47,9 @@ def dataset(inputs_path, labels, batch_size, transform=None, shuffle_seed=None, 
     epoch and the same every run (seeded with `shuffle_seed`); read runs in numpy, combine in
     the TensorFlow graph."""
     import tensorflow as tf
-    rows, labels = NpyRows(inputs_path), np.asarray(labels)
+    rows, labels = as_rows(inputs), np.asarray(labels)
     if len(rows) != len(labels):
-        raise ValueError(f"{inputs_path} has {len(rows)} rows but there are {len(labels)} labels")
+        raise ValueError(f"the inputs have {len(rows)} rows but there are {len(labels)} labels")
     indices = tf.data.Dataset.range(len(labels))
     if shuffle_seed is not None:
         indices = indices.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -192,9 +193,9 @@ def train(model, train_data, val_data, epochs, learning_rate, model_path, metric
 
 
 def scoring_dataset(inputs, labels, batch_size, transform=None):
-    """`dataset` over a .npy file, in order; or over a pair of them read side by side (an
+    """`dataset` over rows, in order; or over a pair of them (a tuple) read side by side (an
     image's features and its mirror image's), as ((x, x_mirrored), labels)."""
-    if isinstance(inputs, (str, Path)):
+    if not isinstance(inputs, tuple):
         return dataset(inputs, labels, batch_size, transform)
     import tensorflow as tf
     first, second = (dataset(path, labels, batch_size, transform) for path in inputs)
@@ -203,7 +204,7 @@ def scoring_dataset(inputs, labels, batch_size, transform=None):
 
 def run_training_stage(stage, model, splits, transform, train_settings, epochs, model_path,
                        learning_rate=None, sampler=None, scorer=None):
-    """Train as stage `stage` (train_head, train_frozen or finetune) on {split: (.npy path,
+    """Train as stage `stage` (train_head, train_frozen or finetune) on {split: (rows,
     labels)} for `epochs` and write models/..., metrics/<stage>.json and dvclive/<stage>/, with
     `learning_rate` if given, else the params section `train_settings`'s. The validation split,
     when there is one, picks the epoch; otherwise the test split plays its part. A `sampler`

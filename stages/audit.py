@@ -2,12 +2,11 @@
 import time
 from pathlib import Path
 
-from keras_bottleneck import audit, params as params_file
-from keras_bottleneck.atomic import atomic_path, read_json, write_json
+from keras_bottleneck import audit, params as params_file, storage
+from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.datasets import PREPARED_SPLITS, read_classes
 from keras_bottleneck.errors import run_stage
 from keras_bottleneck.evaluation import draw_mistakes
-from keras_bottleneck.npy_stream import NpyRows, load
 
 PREPARED, FEATURES = Path("data/prepared"), Path("data/features")
 OUT, METRICS = Path("metrics/audit"), Path("metrics/audit.json")
@@ -17,11 +16,12 @@ def main():
     started = time.perf_counter()
     settings = params_file.load().audit
     classes = read_classes(FEATURES)
-    splits = [split for split in PREPARED_SPLITS
-              if len(load(PREPARED / f"{split}_labels.npy"))]
-    names = {split: read_json(PREPARED / f"{split}_names.json") for split in splits}
-    labels = load(FEATURES / "train_labels.npy")
-    features = audit.pooled_features(FEATURES / "train_features.npy")
+    prepared = {split: storage.read_split(PREPARED, split) for split in PREPARED_SPLITS}
+    prepared = {split: stored for split, stored in prepared.items() if len(stored)}
+    names = {split: stored.names for split, stored in prepared.items()}
+    train = storage.read_split(FEATURES, "train")
+    labels = train.labels
+    features = audit.pooled_features(train.rows)
     probabilities = audit.out_of_fold_probabilities(
         features, labels, len(classes), settings.folds, settings.regularization,
         settings.seed)
@@ -30,9 +30,9 @@ def main():
     issues = [("train", names["train"][i], classes[labels[i]], classes[suggested[i]],
                round(float(scores[i]), 6)) for i in order]
 
-    images = {split: NpyRows(PREPARED / f"{split}_images.npy") for split in splits}
+    images = {split: stored.rows for split, stored in prepared.items()}
     hashes = {split: audit.perceptual_hashes(rows) for split, rows in images.items()}
-    keys = {split: load(PREPARED / f"{split}_keys.npy") for split in splits}
+    keys = {split: stored.keys for split, stored in prepared.items()}
     pairs = audit.duplicates(hashes, keys, names, settings.hash_distance)
 
     counts = audit.summary(labels, suggested, flagged, pairs, names)

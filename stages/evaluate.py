@@ -2,11 +2,11 @@
 their most confident mistakes, and a report comparing them (metrics/report.md)."""
 from pathlib import Path
 
-from keras_bottleneck import backbones, evaluation, mirror, params as params_file, training
+from keras_bottleneck import (backbones, evaluation, mirror, params as params_file, storage,
+                              training)
 from keras_bottleneck.atomic import atomic_path, read_json, write_json
 from keras_bottleneck.datasets import read_classes, split_inputs
 from keras_bottleneck.errors import run_stage
-from keras_bottleneck.npy_stream import NpyRows
 
 PREPARED, FEATURES, MODELS, METRICS = (Path("data/prepared"), Path("data/features"),
                                        Path("models"), Path("metrics"))
@@ -18,23 +18,23 @@ def main():
     classes = read_classes(FEATURES)
     batch_size = params.train.batch_size
     # Both models that take images read the same test images, preprocessed the same way.
-    images = (split_inputs(PREPARED, "images")["test"],
+    images = (split_inputs(PREPARED)["test"],
               backbones.preprocess_tensor_function(params.backbone.name))
     mirrored = params.predict.mirror
-    features, labels = split_inputs(FEATURES, "features")["test"]
+    features, labels = split_inputs(FEATURES)["test"]
     if mirrored:  # see mirror: the head also scores the mirror images' features
-        features = (features, mirror.features_path(FEATURES, "test"))
+        features = (features, mirror.features(FEATURES, "test"))
     inputs = {"train_head": (MODELS / "head.keras", (features, labels),
                              lambda x: tf.cast(x, tf.float32)),
               "train_frozen": (MODELS / "frozen.keras", *images),
               "finetune": (MODELS / "finetuned.keras", *images)}
-    test_images = NpyRows(PREPARED / "test_images.npy")
+    test_images = images[0][0]
     results = {}
-    for method, (model_path, (path, labels), transform) in inputs.items():
+    for method, (model_path, (rows, labels), transform) in inputs.items():
         model = training.load_model(model_path)
         if mirrored:
             model = (mirror.on_features if method == "train_head" else mirror.on_images)(model)
-        probabilities = evaluation.predict(model, path, labels, batch_size, transform)
+        probabilities = evaluation.predict(model, rows, labels, batch_size, transform)
         predicted = probabilities.argmax(axis=1)
         results[method] = evaluation.class_metrics(labels, predicted, classes)
         evaluation.write_confusions(labels, predicted, classes,
@@ -49,7 +49,7 @@ def main():
     write_json(METRICS / "evaluate.json", results)
     stage_metrics = {method: read_json(METRICS / f"{method}.json")
                      for method in inputs}
-    sizes = {"features": sum(p.stat().st_size for p in FEATURES.glob("*_features.npy")),
+    sizes = {"features": storage.data_bytes(FEATURES),
              **{method: model_path.stat().st_size for method, (model_path, *_) in inputs.items()}}
     text = evaluation.report(results, stage_metrics,
                              read_json(METRICS / "extract.json"), sizes)

@@ -1,5 +1,4 @@
 """Stage extract: images -> frozen backbone -> bottleneck features in data/features/."""
-import shutil
 import sys
 import time
 from collections import Counter
@@ -9,13 +8,12 @@ import numpy as np
 from tqdm import tqdm
 
 from keras_bottleneck import (augment, cluster, engines, incremental, mirror, params as params_file,
-                              remote_engine)
+                              remote_engine, storage)
 from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.datasets import (PREPARED_SPLITS, prepared_img_size, read_classes,
                                        write_classes)
 from keras_bottleneck.errors import run_stage
 from keras_bottleneck.features import extract
-from keras_bottleneck.npy_stream import NpyRows
 from keras_bottleneck.resources import peak_memory_mb
 
 PREPARED, FEATURES = Path("data/prepared"), Path("data/features")
@@ -33,33 +31,36 @@ def main():
               if workers else engines.load(BACKBONE, params.backbone, settings, img_size))
     startup = time.perf_counter() - started  # connecting, starting workers, loading the model
     current = engines.fingerprint(engine, settings)
-    previous, found, other = incremental.find_previous(FEATURES, current)
+    earlier, found, other = incremental.find_earlier(FEATURES, current)
     copies = settings.augment_copies
     images = ran = 0
     nodes = Counter()
     with atomic_path(FEATURES, directory=True) as tmp:
+        writer = storage.Writer(tmp, storage.ARRAY, earlier, engine.output_shape, settings.dtype)
+        splits = {}
         for name in PREPARED_SPLITS:
-            source = NpyRows(PREPARED / f"{name}_images.npy")
-            keys = incremental.row_keys(source.path)
-            shutil.copyfile(PREPARED / f"{name}_labels.npy", tmp / f"{name}_labels.npy")
-            inputs = [(name, source, keys)]
+            prepared = storage.read_split(PREPARED, name)
+            keys = incremental.row_keys(prepared.rows)
+            inputs = [(name, prepared.rows, keys, prepared.labels, prepared.names)]
             if name == "train" and copies:  # only train images are augmented
-                inputs.append((augment.VIEWS, augment.CachedViews(source, keys, copies, params.augment),
-                               augment.view_keys(keys, copies, params.augment)))
+                inputs.append((augment.VIEWS,
+                               augment.CachedViews(prepared.rows, keys, copies, params.augment),
+                               augment.view_keys(keys, copies, params.augment),
+                               np.repeat(prepared.labels, copies),
+                               [image for image in prepared.names for _ in range(copies)]))
             if name in mirror.SPLITS and params.predict.mirror:
-                inputs.append((name + mirror.SUFFIX, mirror.MirroredRows(source),
-                               mirror.keys(keys)))
-            for stored, rows, row_keys in inputs:
+                inputs.append((name + mirror.SUFFIX, mirror.MirroredRows(prepared.rows),
+                               mirror.keys(keys), prepared.labels, prepared.names))
+            for stored, rows, row_keys, labels, names in inputs:
                 with tqdm(total=len(rows), desc=f"extract {stored}", unit="img",
                           disable=None) as bar:
-                    shape, computed = extract(engine, rows, tmp / f"{stored}_features.npy",
-                                              settings.dtype, bar, previous,
-                                              row_keys, nodes)
-                np.save(tmp / f"{stored}_keys.npy", row_keys)
-                images, ran = images + len(rows), ran + computed
+                    ran += extract(engine, rows, writer, row_keys, bar, nodes)
+                splits[stored] = (row_keys, labels, names)
+                images += len(rows)
+        writer.finish(splits)
         write_classes(classes, tmp)
         write_json(tmp / incremental.FINGERPRINT, current)
-        feature_bytes = sum(path.stat().st_size for path in tmp.glob("*_features.npy"))
+        feature_bytes = writer.stored_bytes()
     seconds = time.perf_counter() - started
     write_json("metrics/extract.json", {
         "engine": settings.engine, "precision": settings.precision,
@@ -74,7 +75,7 @@ def main():
         # The openvino engine runs the converted backbone alone: no TensorFlow start-up.
         "tensorflow_imported": "tensorflow" in sys.modules})
     print(f"extract: {params.backbone.name} features ({settings.engine}, "
-          f"{settings.precision}) of shape {shape[1:]} -> {FEATURES}/; "
+          f"{settings.precision}) of shape {engine.output_shape} -> {FEATURES}/; "
           f"backbone ran on {ran} of {images} images ({images - ran} reused from "
           f"{found} earlier extraction(s) with the same fingerprint"
           + (f"; {other} other(s) differ" if other else "") + ")")

@@ -19,14 +19,14 @@ def main():
     started = time.perf_counter()
     data = params_file.load().data
     current = raw_fingerprint()
+    earlier, _, _ = incremental.find_earlier(RAW, current, rows="images")
     with atomic_path(RAW, directory=True) as tmp:
         if data.source == "cifar10":  # encoded here, from pixel arrays: nothing to check
-            (counts, classes), checked = fetch_cifar10(data.path, tmp), 0
+            (counts, classes), checked = fetch_cifar10(data.path, tmp, earlier), 0
         else:
-            known = incremental.earlier_keys(RAW, current)
             # disable=None: silent where the output is no terminal (a queued experiment's log).
             with tqdm(desc="fetch", unit="img", disable=None) as bar:
-                counts, classes, checked = fetch_folder(data.path, tmp, known, bar)
+                counts, classes, checked = fetch_folder(data.path, tmp, earlier, bar)
         write_json(tmp / incremental.FINGERPRINT, current)
     images = sum(counts.values())
     across, within = same_bytes(RAW)

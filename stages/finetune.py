@@ -14,7 +14,7 @@ PREPARED = Path("data/prepared")
 def main():
     params = params_file.load()
     classes = read_classes(PREPARED)
-    splits = split_inputs(PREPARED, "images")
+    splits = split_inputs(PREPARED)
     # The backbone extract ran (the same random one with weights: none), then train.seed.
     backbone = backbones.build_for_extraction(params.backbone,
                                               prepared_img_size(PREPARED, params.prepare))

@@ -1,17 +1,15 @@
 """Stage preprocess: select the subset, hold out a validation split, decode and resize the images
 -> data/prepared/, and draw a first look at every class."""
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from keras_bottleneck import cluster, incremental, params as params_file
+from keras_bottleneck import cluster, incremental, params as params_file, storage
 from keras_bottleneck.atomic import atomic_path, write_json
 from keras_bottleneck.datasets import SPLITS, RawSplit, read_classes, write_classes
 from keras_bottleneck.errors import run_stage
-from keras_bottleneck.npy_stream import NpyRows
 from keras_bottleneck.prepare import (first_images_of_each_class, first_look, fingerprint,
                                       hold_out, kept, read_exclusions, select,
                                       warn_unknown_exclusions, write_resized)
@@ -40,25 +38,26 @@ def main():
     chosen = {"train": train, "validation": validation, "test": chosen["test"]}
     workers = cluster.connect(params.compute)
     current = fingerprint(prepare.img_size)
-    previous, _, _ = incremental.find_previous(PREPARED, current, rows="images")
+    earlier, _, _ = incremental.find_earlier(PREPARED, current, rows="images")
     decoded = 0
     total = sum(len(indices) for indices in chosen.values())
     # disable=None: silent where the output is no terminal (a queued experiment's log).
     with atomic_path(PREPARED, directory=True) as tmp, \
             tqdm(total=total, desc="preprocess", unit="img", disable=None) as bar:
+        writer = storage.Writer(tmp, storage.ARRAY, earlier,
+                                (prepare.img_size, prepare.img_size, 3), np.uint8)
+        splits = {}
         for name, indices in chosen.items():
             source = raw["test" if name == "test" else "train"]
-            decoded += write_resized(source, indices, prepare.img_size,
-                                     tmp / f"{name}_images.npy", previous, progress=bar,
+            decoded += write_resized(source, indices, prepare.img_size, writer, progress=bar,
                                      cluster=workers)
-            np.save(tmp / f"{name}_labels.npy", source.labels[indices])
-            np.save(tmp / f"{name}_keys.npy", source.keys[indices])
-            (tmp / f"{name}_names.json").write_text(
-                json.dumps([source.names[i] for i in indices], indent=0) + "\n")
+            splits[name] = (source.keys[indices], source.labels[indices],
+                            [source.names[i] for i in indices])
+        writer.finish(splits)
         write_classes(classes, tmp)
         write_json(tmp / incremental.FINGERPRINT, current)
         labels = raw["train"].labels[chosen["train"]]
-        rows = NpyRows(tmp / "train_images.npy")
+        rows = storage.read_split(tmp, "train").rows
         first = {label: list(rows.read(indices))
                  for label, indices in first_images_of_each_class(labels, 4).items()}
     with atomic_path(FIRST_LOOK) as tmp:

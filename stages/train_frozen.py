@@ -14,7 +14,7 @@ def main():
     params = params_file.load()
     seed_everything(params.train.seed, params.train.deterministic)
     classes = read_classes(PREPARED)
-    splits = split_inputs(PREPARED, "images")
+    splits = split_inputs(PREPARED)
     backbone = backbones.build(params.backbone, prepared_img_size(PREPARED, params.prepare))
     model = frozen_model(backbone, params.head, len(classes))
     preprocess = backbones.preprocess_tensor_function(params.backbone.name)

@@ -1,11 +1,10 @@
 """Stage train_head: train the head on the saved bottleneck features."""
 from pathlib import Path
 
-from keras_bottleneck import augment, mirror, params as params_file
+from keras_bottleneck import augment, mirror, params as params_file, storage
 from keras_bottleneck.datasets import read_classes, split_inputs
 from keras_bottleneck.errors import run_stage
 from keras_bottleneck.heads import feature_head_model
-from keras_bottleneck.npy_stream import read_header
 from keras_bottleneck.training import run_training_stage, seed_everything
 
 FEATURES = Path("data/features")
@@ -15,16 +14,16 @@ def main():
     params = params_file.load()
     seed_everything(params.train.seed, params.train.deterministic)
     classes = read_classes(FEATURES)
-    splits = split_inputs(FEATURES, "features")
-    model = feature_head_model(read_header(splits["train"][0])[0][1:], params.head, len(classes))
+    splits = split_inputs(FEATURES)
+    model = feature_head_model(splits["train"][0].shape[1:], params.head, len(classes))
 
     def to_float32(features):  # features may be stored as float16
         import tensorflow as tf
         return tf.cast(features, tf.float32)
-    views = FEATURES / f"{augment.VIEWS}_features.npy"
     sampler = None
-    if views.exists():  # extract.augment_copies > 0
-        copies = read_header(views)[0][0] // len(splits["train"][1])
+    if storage.has_split(FEATURES, augment.VIEWS):  # extract.augment_copies > 0
+        views = storage.read_split(FEATURES, augment.VIEWS).rows
+        copies = len(views) // len(splits["train"][1])
         sampler = augment.RandomView(splits["train"][0], views, copies)
         print(f"train_head: each epoch shows each train image as itself or one of its "
               f"{copies} cached views")
@@ -32,8 +31,8 @@ def main():
     if params.predict.mirror:
         scorer = mirror.on_features(model)
         for name in mirror.SPLITS:
-            path, labels = splits[name]
-            splits[name] = ((path, mirror.features_path(FEATURES, name)), labels)
+            rows, labels = splits[name]
+            splits[name] = ((rows, mirror.features(FEATURES, name)), labels)
     run_training_stage("train_head", model, splits, to_float32, params.train,
                        params.train_head.epochs, "models/head.keras", sampler=sampler,
                        scorer=scorer)

@@ -7,6 +7,7 @@ import numpy as np
 import yaml
 
 from conftest import make_folder_dataset, make_project, subprocess_env
+from keras_bottleneck import storage
 
 UP_TO_DATE = "Data and pipelines are up to date"
 
@@ -54,9 +55,23 @@ def npy_shape(path):
     return np.load(path, mmap_mode="r").shape
 
 
-def varies(path):
-    """Whether a .npy array holds more than one value (a degenerate array proves nothing)."""
-    array = np.load(path)
+def split_shape(directory, split):
+    """The shape of a stored split's rows (data/prepared, data/features)."""
+    return storage.read_split(directory, split).rows.shape
+
+
+def stored_rows(directory, split):
+    return storage.read_split(directory, split).rows[:]
+
+
+def chunk_files(directory):
+    """{name: bytes} of the chunk files of a stored output: what DVC stores and moves."""
+    folder = Path(directory) / storage.CHUNKS
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def varies(array):
+    """Whether an array holds more than one value (a degenerate array proves nothing)."""
     return bool(array.size) and bool((array != array.flat[0]).any())
 
 

@@ -14,7 +14,7 @@ from _benchmark import run_benchmark
 from _dvc_project import declared_outputs, dvc_yaml
 from conftest import (SHARED_CIFAR_JPG, SHARED_MOBILENET, make_folder_dataset, make_project,
                       needs_shared, subprocess_env)
-from keras_bottleneck import audit
+from keras_bottleneck import audit, storage
 from keras_bottleneck.testing.synthetic import reencoded
 
 
@@ -164,7 +164,7 @@ def test_prepare_exclude_leaves_the_listed_images_out_of_every_split(planted):
         "no/such/image.png" in result.stderr
     prepared = project.root / "data" / "prepared"
     names = [name for split in ("train", "validation", "test")
-             for name in json.loads((prepared / f"{split}_names.json").read_text())]
+             for name in storage.read_split(prepared, split).names]
     assert len(names) == 21 + 10 and not set(listed) & set(names)
     assert project.metrics("preprocess")["excluded_images"] == 3
     audited = {row["file"] for row in rows(project.root / "metrics/audit/label_issues.csv")}

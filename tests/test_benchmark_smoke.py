@@ -68,6 +68,7 @@ def test_scale_benchmark_prints_and_writes_every_figure(tmp_path):
     assert memory["peak_rss_bytes"]["extract"][0] > 50 * 2**20  # OpenVINO loaded
     epoch = figures["train_head_epoch"]
     assert epoch["images"] == 4 and all(s > 0 for s in epoch["seconds_per_epoch"].values())
+    assert set(epoch["seconds_per_epoch"]) == {"memory", "disk", "single_file"}
 
     photos = figures["photos"]
     assert photos["photos"] == 4 and photos["size"] == [320, 240]
@@ -96,6 +97,12 @@ def test_incremental_benchmark_prints_and_writes_every_figure(tmp_path):
         assert 0 < repro[run]["dvc_seconds"] < repro[run]["seconds"]
     assert "extract" in repro["added"]["stages_run"]
     assert 1 < figures["disk"]["store_vs_features"] < 1.1
+    moved = figures["bytes"]
+    for run in ("first", "added"):
+        assert moved[run]["cache_growth"] > 0 and moved[run]["pushed_files"] > 0
+    # Adding 3 images to 22 sends far less than the first push, and no old chunk again.
+    assert 0 < moved["pushed_vs_first"] < 0.5 and 0 < moved["cache_growth_vs_first"] < 0.5
     assert set(figures["targets"]) == {"repro_after_adding_vs_full",
                                        "backbone_images_after_adding",
-                                       "store_bytes_vs_feature_bytes"}
+                                       "store_bytes_vs_feature_bytes", "cache_growth_vs_first",
+                                       "pushed_vs_first_push"}

@@ -14,6 +14,7 @@ import pytest
 from _ran_project import IMAGES, ran_project, ran_project_template  # noqa: F401
 from keras_bottleneck import classifier, params
 from keras_bottleneck.errors import PipelineError
+from keras_bottleneck.storage import read_split
 
 
 def run_predict(project, output, *options):
@@ -47,15 +48,15 @@ def test_predict_gives_the_predictions_behind_train_heads_test_accuracy(
     rows = rows if engine == "openvino" else predicted_by_keras
     root = project.root
     classes = json.loads((root / "models" / "classes.json").read_text())
-    features = np.load(root / "data" / "features" / "test_features.npy")
-    labels = np.load(root / "data" / "features" / "test_labels.npy")
+    test = read_split(root / "data" / "features", "test")
+    features, labels = test.rows[:], test.labels
     assert features.dtype == np.float16  # the default storage: the classifier must round alike
     head = keras.models.load_model(root / "models" / "head.keras")
     probabilities = head.predict(features.astype(np.float32), verbose=0)
 
     # predict read the source files in the dataset's order: the same images, one row each.
     assert [Path(row["file"]).relative_to(IMAGES).as_posix() for row in rows] == \
-        json.loads((root / "data" / "raw" / "test_names.json").read_text())
+        read_split(root / "data" / "raw", "test").names == test.names
     assert [row["predicted"] for row in rows] == [classes[i] for i in probabilities.argmax(1)]
     np.testing.assert_allclose([float(row["probability"]) for row in rows],
                                probabilities.max(axis=1), atol=1e-4)
@@ -84,7 +85,7 @@ np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
 def test_the_exported_model_loads_without_this_project(exported, tmp_path):
     project, _, _ = exported
     model_path = project.root / "models" / "classifier.keras"
-    images = np.load(project.root / "data" / "prepared" / "test_images.npy")
+    images = read_split(project.root / "data" / "prepared", "test").rows[:]
     np.save(tmp_path / "images.npy", images)
     env = {key: value for key, value in project.env.items() if key != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, model_path,
@@ -103,7 +104,7 @@ def test_the_exported_model_loads_without_this_project(exported, tmp_path):
 def test_the_saved_model_serves_the_same_probabilities(exported):
     import tensorflow as tf
     project, _, _ = exported
-    images = np.load(project.root / "data" / "prepared" / "test_images.npy")
+    images = read_split(project.root / "data" / "prepared", "test").rows[:]
     served = tf.saved_model.load(str(project.root / "models" / "classifier_savedmodel"))
     expected = keras.models.load_model(project.root / "models" / "classifier.keras").predict(
         images, verbose=0)
@@ -120,10 +121,10 @@ def test_export_model_finetune_exports_the_fine_tuned_model(ran_project, tmp_pat
     with open(output, newline="") as file:
         predicted = [row["predicted"] for row in csv.DictReader(file)]
     classes = json.loads((project.root / "models" / "classes.json").read_text())
-    labels = np.load(project.root / "data" / "prepared" / "test_labels.npy")
+    labels = read_split(project.root / "data" / "prepared", "test").labels
     accuracy = np.mean([name == classes[label] for name, label in zip(predicted, labels)])
     assert round(accuracy, 6) == project.metrics("finetune")["test_accuracy"]
-    images = np.load(project.root / "data" / "prepared" / "test_images.npy")
+    images = read_split(project.root / "data" / "prepared", "test").rows[:]
     finetuned = keras.models.load_model(project.root / "models" / "finetuned.keras")
     from keras_bottleneck.backbones import preprocess_input
     expected = finetuned.predict(preprocess_input("vgg16")(images.astype(np.float32)), verbose=0)

@@ -8,7 +8,7 @@ import pytest
 
 from keras_bottleneck import engines, params
 from keras_bottleneck.errors import PipelineError
-from keras_bottleneck.features import extract
+from keras_bottleneck.testing.stores import extracted, listing
 
 COUNT, SIZE = 10, 64  # batches of 4: the last one is padded
 BACKBONE = params.section("backbone", {"name": "resnet50", "weights": "none"})
@@ -42,9 +42,8 @@ def images(tmp_path_factory):
     return path
 
 
-def features(engine, images, path):
-    extract(engine, images, path, "float32")
-    return np.load(path)
+def features(engine, images, directory):
+    return extracted(engine, images, directory, "float32")[0]
 
 
 def test_the_openvino_engine_runs_a_converted_model(backbone_dirs):
@@ -56,9 +55,9 @@ def test_the_openvino_engine_runs_a_converted_model(backbone_dirs):
 
 
 def test_openvino_float32_features_agree_with_tensorflows(backbone_dirs, images, tmp_path):
-    by_openvino = features(load(backbone_dirs), images, tmp_path / "openvino.npy")
+    by_openvino = features(load(backbone_dirs), images, tmp_path / "openvino")
     by_tensorflow = features(load(backbone_dirs, engine="tensorflow"), images,
-                             tmp_path / "tensorflow.npy")
+                             tmp_path / "tensorflow")
     scale = np.abs(by_tensorflow).max()
     assert scale > 1  # meaningful features, not vanishing ones
     assert np.abs(by_openvino - by_tensorflow).max() <= 1e-3 * scale
@@ -68,8 +67,8 @@ def test_openvino_float32_features_agree_with_tensorflows(backbone_dirs, images,
 
 def test_openvino_bfloat16_features_agree_within_bfloat16s_precision(backbone_dirs, images,
                                                                       tmp_path):
-    exact = features(load(backbone_dirs), images, tmp_path / "float32.npy")
-    rounded = features(load(backbone_dirs, precision="bfloat16"), images, tmp_path / "bf16.npy")
+    exact = features(load(backbone_dirs), images, tmp_path / "float32")
+    rounded = features(load(backbone_dirs, precision="bfloat16"), images, tmp_path / "bf16")
     # bfloat16 keeps 8 bits of mantissa (0.4 %); through ResNet50 errors add up to about 1 %.
     assert np.abs(rounded - exact).max() <= 3e-2 * np.abs(exact).max()
 
@@ -87,9 +86,9 @@ def test_a_bfloat16_engine_leaves_every_other_prediction_of_the_process_in_float
                               keras.layers.Dense(5, activation="softmax")])
     inputs = np.random.default_rng(0).normal(size=(6, 8, 8, 3)).astype(np.float32)
     before = probe.predict(inputs, verbose=0)
-    exact = features(load(backbone_dirs, engine="tensorflow"), images, tmp_path / "f32.npy")
+    exact = features(load(backbone_dirs, engine="tensorflow"), images, tmp_path / "f32")
     rounded = features(load(backbone_dirs, engine="tensorflow", precision="bfloat16"), images,
-                       tmp_path / "bf16.npy")
+                       tmp_path / "bf16")
     np.testing.assert_array_equal(probe.predict(inputs, verbose=0), before)
     copy = keras.models.clone_model(probe)
     copy.set_weights(probe.get_weights())
@@ -103,19 +102,21 @@ def test_a_bfloat16_engine_leaves_every_other_prediction_of_the_process_in_float
 def test_rows_are_the_same_bytes_run_after_run_and_whatever_the_batch_mates(
         engine, backbone_dirs, images, tmp_path):
     running = load(backbone_dirs, engine=engine)
-    first = features(running, images, tmp_path / "first.npy")
-    again = features(load(backbone_dirs, engine=engine), images, tmp_path / "again.npy")
-    assert (tmp_path / "first.npy").read_bytes() == (tmp_path / "again.npy").read_bytes()
+    first = features(running, images, tmp_path / "first")
+    again = features(load(backbone_dirs, engine=engine), images, tmp_path / "again")
+    assert listing(tmp_path / "first").keys() == listing(tmp_path / "again").keys()
+    for name, path in listing(tmp_path / "first").items():
+        assert path.read_bytes() == (tmp_path / "again" / name).read_bytes()
     order = np.random.default_rng(1).permutation(COUNT)
     np.save(tmp_path / "shuffled.npy", np.load(images)[order])
-    shuffled = features(running, tmp_path / "shuffled.npy", tmp_path / "shuffled_features.npy")
+    shuffled = features(running, tmp_path / "shuffled.npy", tmp_path / "shuffled_features")
     assert np.array_equal(shuffled, first[order])
     assert np.array_equal(again, first)
 
 
 def test_pooled_features_are_the_feature_maps_mean(backbone_dirs, images, tmp_path):
-    maps = features(load(backbone_dirs), images, tmp_path / "maps.npy")
-    pooled = features(load(backbone_dirs, pool="avg"), images, tmp_path / "pooled.npy")
+    maps = features(load(backbone_dirs), images, tmp_path / "maps")
+    pooled = features(load(backbone_dirs, pool="avg"), images, tmp_path / "pooled")
     assert pooled.shape == (COUNT, 2048)
     np.testing.assert_allclose(pooled, maps.mean(axis=(1, 2)), rtol=1e-4,
                                atol=1e-5 * np.abs(maps).max())

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from keras_bottleneck.params import Backbone
-from keras_bottleneck import backbones, engines, incremental
-from keras_bottleneck.features import extract
+from keras_bottleneck import backbones, engines
+from keras_bottleneck.testing.stores import extracted, listing
 
 COUNT, BATCH = 10, 4  # 4 does not divide 10: the last batch is a short one
 
@@ -42,10 +42,6 @@ def images_and_expected(resnet50, tmp_path_factory):
     return path, expected
 
 
-def extract_to(path, engine, images_path, dtype, progress=None):
-    return extract(engine, images_path, path, dtype, progress)
-
-
 def assert_close(features, expected, tolerance):
     """Each image's own features, in order (a shuffled or repeated batch would fail here)."""
     np.testing.assert_allclose(features.astype(np.float32), expected, rtol=tolerance,
@@ -57,11 +53,10 @@ def test_extract_writes_the_backbones_outputs_as_float32(engine, images_and_expe
     images_path, expected = images_and_expected
     progress = Progress()
 
-    shape, ran = extract_to(tmp_path / "features.npy", engine, images_path, "float32",
-                            progress)
+    features, ran = extracted(engine, images_path, tmp_path / "features", "float32",
+                              progress=progress)
 
-    features = np.load(tmp_path / "features.npy")
-    assert shape == features.shape == (COUNT, 2, 2, 2048) and ran == COUNT
+    assert features.shape == (COUNT, 2, 2, 2048) and ran == COUNT
     assert features.dtype == np.float32
     assert progress.done == COUNT
     assert_close(features, expected, 1e-5)
@@ -71,10 +66,11 @@ def test_extract_as_float16_twice_gives_byte_identical_files(engine, images_and_
                                                              tmp_path):
     images_path, expected = images_and_expected
     for run in ("first", "second"):
-        extract_to(tmp_path / f"{run}.npy", engine, images_path, "float16")
+        features, _ = extracted(engine, images_path, tmp_path / run, "float16")
 
-    assert (tmp_path / "first.npy").read_bytes() == (tmp_path / "second.npy").read_bytes()
-    features = np.load(tmp_path / "first.npy")
+    first, second = listing(tmp_path / "first"), listing(tmp_path / "second")
+    assert first.keys() == second.keys()
+    assert all(path.read_bytes() == second[name].read_bytes() for name, path in first.items())
     assert features.dtype == np.float16 and features.shape == (COUNT, 2, 2, 2048)
     assert_close(features, expected, 1e-3)
 
@@ -87,27 +83,23 @@ def test_a_rows_features_do_not_depend_on_its_batch_mates(engine, images_and_exp
     images = np.load(images_path)
     order = np.random.default_rng(1).permutation(COUNT)
     np.save(tmp_path / "shuffled.npy", images[order])
-    extract_to(tmp_path / "in_order.npy", engine, images_path, "float32")
-    extract_to(tmp_path / "shuffled_features.npy", engine, tmp_path / "shuffled.npy", "float32")
-    in_order = np.load(tmp_path / "in_order.npy")
-    shuffled = np.load(tmp_path / "shuffled_features.npy")
+    in_order, _ = extracted(engine, images_path, tmp_path / "in_order", "float32")
+    shuffled, _ = extracted(engine, tmp_path / "shuffled.npy", tmp_path / "shuffled", "float32")
     assert np.array_equal(shuffled, in_order[order])  # bit for bit, not merely close
 
 
-def test_rows_found_in_earlier_features_are_copied_not_computed(engine, images_and_expected,
+def test_rows_found_in_earlier_features_are_reused_not_computed(engine, images_and_expected,
                                                                tmp_path):
     images_path, _ = images_and_expected
-    extract_to(tmp_path / "first.npy", engine, images_path, "float16")
-    keys = incremental.row_keys(images_path)
-    np.save(tmp_path / "first_keys.npy", keys[:6])  # the first 6 images are known
-    first = np.load(tmp_path / "first.npy")
-    np.save(tmp_path / "known.npy", first[:6])
-    previous = incremental.Previous([{"train": (tmp_path / "first_keys.npy",
-                                                tmp_path / "known.npy")}])
+    np.save(tmp_path / "first_six.npy", np.load(images_path)[:6])
+    known, _ = extracted(engine, tmp_path / "first_six.npy", tmp_path / "first", "float16")
     progress = Progress()
 
-    shape, ran = extract(engine, images_path, tmp_path / "second.npy", "float16", progress,
-                         previous, keys)
+    features, ran = extracted(engine, images_path, tmp_path / "second", "float16",
+                              earlier=[tmp_path / "first"], progress=progress)
 
     assert ran == COUNT - 6 and progress.done == COUNT
-    assert (tmp_path / "second.npy").read_bytes() == (tmp_path / "first.npy").read_bytes()
+    assert np.array_equal(features[:6], known)
+    # The earlier chunk is part of the new output, the very same file.
+    assert set(listing(tmp_path / "first")) & set(listing(tmp_path / "second")) >= {
+        name for name in listing(tmp_path / "first") if name.startswith("chunks/")}

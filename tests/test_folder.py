@@ -13,10 +13,12 @@ import pytest
 from conftest import SHARED_CIFAR_JPG, make_folder_dataset, needs_shared, read_raw
 from PIL import Image
 
+from keras_bottleneck import storage
 from keras_bottleneck.datasets import RawSplit
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.folder import fetch_folder, find_root, list_split, read_tree
 from keras_bottleneck.images import load_rgb
+from keras_bottleneck.testing.stores import listing
 
 # make_folder_dataset's class_0/1/2 are red/green/blue; renamed so that the order they were
 # made in is not the order of their names.
@@ -368,16 +370,26 @@ def test_every_unreadable_image_is_named_in_the_one_line(dataset, tmp_path):
 
 
 def test_images_known_to_decode_are_not_checked_again(dataset, tmp_path):
-    first, again = tmp_path / "first", tmp_path / "again"
-    first.mkdir(), again.mkdir()
-    counts, _, _ = fetch_folder(dataset, first)
+    """Images an earlier raw dataset holds are neither checked again nor stored again: its
+    chunk comes into the new raw dataset as the very same file."""
+    subset, first, again = tmp_path / "subset", tmp_path / "first", tmp_path / "again"
+    shutil.copytree(dataset, subset)
+    dropped = sorted((subset / "train").rglob("*.*"))[:2]
+    for path in dropped:
+        path.unlink()
+    fetch_folder(subset, first)
     train = RawSplit(first, "train")
     assert [hashlib.sha256(train.read(i)).digest() for i in range(len(train))] == \
         [key.tobytes() for key in train.keys]
-    known = {key.tobytes() for key in train.keys[:4]}
 
-    counts_again, _, checked = fetch_folder(dataset, again, known)
+    counts, _, checked = fetch_folder(dataset, again, storage.Earlier([listing(first)]))
 
-    assert checked == sum(counts.values()) - 4 and counts_again == counts
-    for name in sorted(path.name for path in first.iterdir()):
-        assert (again / name).read_bytes() == (first / name).read_bytes(), name
+    assert checked == 2 and counts["train"] == len(train) + 2
+    earlier_chunks = {name for name in listing(first) if name.startswith("chunks/")}
+    assert earlier_chunks <= set(listing(again))
+    for name in earlier_chunks:
+        assert (again / name).read_bytes() == (first / name).read_bytes()
+    scratch = tmp_path / "scratch"
+    fetch_folder(dataset, scratch)
+    assert [RawSplit(again, "train").read(i) for i in range(counts["train"])] == \
+        [RawSplit(scratch, "train").read(i) for i in range(counts["train"])]

@@ -16,11 +16,12 @@ import time
 from contextlib import contextmanager
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
-from _dvc_project import UP_TO_DATE, contents, declared_outputs, module_project, snapshot, varies
+from _dvc_project import (UP_TO_DATE, contents, declared_outputs, module_project, snapshot,
+                          stored_rows, varies)
 from conftest import ran_stages
+from keras_bottleneck import storage
 
 pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
 
@@ -54,7 +55,7 @@ def reference(prepared):
     prepared.run("python", "stages/extract.py")
     outputs = extract_outputs(prepared)
     assert outputs and None not in outputs.values()
-    assert varies(prepared.root / "data/features/train_features.npy")
+    assert varies(stored_rows(prepared.root / "data/features", "train"))
     return outputs
 
 
@@ -83,28 +84,12 @@ def wait_for(condition, process, log_path):
     return found
 
 
-def data_bytes(path):
-    """(bytes of array data written so far, bytes of the whole array) of a .npy file. The writer
-    reserves the whole file at once (zeros): what was written ends at the last non-zero byte."""
-    with open(path, "rb") as file:
-        major, _ = np.lib.format.read_magic(file)
-        read = (np.lib.format.read_array_header_1_0 if major == 1
-                else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read(file)
-        data = np.frombuffer(file.read(), np.uint8)
-    written = np.flatnonzero(data)
-    return (int(written[-1]) + 1 if len(written) else 0), int(np.prod(shape)) * dtype.itemsize
-
-
-def growing_features(root):
-    """A train_features.npy that extract has started to fill, in a hidden temporary folder of
-    data/ (the header alone may reach the disk before any feature)."""
-    for partial in root.glob("data/.*/train_features.npy"):
-        try:
-            if data_bytes(partial)[0] > 0:
-                return partial
-        except (ValueError, EOFError, FileNotFoundError):  # no whole header yet, or renamed
-            pass
+def extracting(root):
+    """The hidden temporary folder of data/ that extract fills, once it has started to store
+    features and while it has not written a split's index (which it does last)."""
+    for partial in root.glob("data/.features.tmp-*"):
+        if (partial / storage.CHUNKS).is_dir() and not (partial / "train_index.npy").exists():
+            return partial
     return None
 
 
@@ -116,20 +101,21 @@ def killed(prepared, reference, tmp_path_factory):
     prepared.set_params(**{"extract.dtype": "float32"})
     try:
         with open(log, "w") as out, started(prepared, ["stages/extract.py"], out) as process:
-            partial = wait_for(lambda: growing_features(prepared.root), process, log)
+            partial = wait_for(lambda: extracting(prepared.root), process, log)
+            time.sleep(1)  # into the backbone's work: one image a batch, 60 images
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=WAIT)
     finally:
         prepared.set_params(**{"extract.dtype": PARAMS.get("extract.dtype", "float16")})
-    return SimpleNamespace(returncode=process.returncode, progress=data_bytes(partial),
+    return SimpleNamespace(returncode=process.returncode,
+                           finished=(partial / "train_index.npy").exists(),
                            outputs=extract_outputs(prepared),
-                           leftover=str(partial.parent.relative_to(prepared.root)))
+                           leftover=str(partial.relative_to(prepared.root)))
 
 
 def test_sigkill_midway_leaves_no_partial_output(killed, reference, prepared):
     assert killed.returncode == -signal.SIGKILL
-    written, whole = killed.progress
-    assert 0 < written < whole, "extract was not killed midway"
+    assert not killed.finished, "extract was not killed midway"
     # Every output path holds the previous complete result, untouched (same inode and mtime).
     assert killed.outputs == reference
     # The partial file is only in a temporary folder, outside every declared output.

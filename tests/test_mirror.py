@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from keras_bottleneck.params import Backbone
-from keras_bottleneck import backbones, engines, mirror
+from keras_bottleneck import backbones, engines, mirror, storage
 from keras_bottleneck.errors import PipelineError
-from keras_bottleneck.features import extract
+from keras_bottleneck.testing.stores import extracted
 from keras_bottleneck.npy_stream import NpyRows
 
 
@@ -97,17 +97,19 @@ def test_mirrored_rows_extract_as_the_mirror_images_do(tmp_path):
     rows = mirror.MirroredRows(NpyRows(tmp_path / "images.npy"))
     np.testing.assert_array_equal(rows.read(np.array([3, 1])), images[[3, 1], :, ::-1])
 
-    extract(engine, rows, tmp_path / "mirrored.npy", "float32")
-    extract(engine, tmp_path / "flipped.npy", tmp_path / "expected.npy", "float32")
-    extract(engine, tmp_path / "images.npy", tmp_path / "plain.npy", "float32")
+    mirrored, _ = extracted(engine, rows, tmp_path / "mirrored", "float32")
+    expected, _ = extracted(engine, tmp_path / "flipped.npy", tmp_path / "expected", "float32")
+    plain, _ = extracted(engine, tmp_path / "images.npy", tmp_path / "plain", "float32")
 
-    mirrored = np.load(tmp_path / "mirrored.npy")
-    np.testing.assert_array_equal(mirrored, np.load(tmp_path / "expected.npy"))
-    assert not np.array_equal(mirrored, np.load(tmp_path / "plain.npy"))
+    np.testing.assert_array_equal(mirrored, expected)
+    assert not np.array_equal(mirrored, plain)
 
 
 def test_missing_mirror_features_are_one_clear_error(tmp_path):
-    with pytest.raises(PipelineError, match="test_mirrored_features.npy is missing.*dvc repro"):
-        mirror.features_path(tmp_path, "test")
-    (tmp_path / "test_mirrored_features.npy").touch()
-    assert mirror.features_path(tmp_path, "test") == tmp_path / "test_mirrored_features.npy"
+    with pytest.raises(PipelineError, match="no features of the test split's mirror.*dvc repro"):
+        mirror.features(tmp_path, "test")
+    writer = storage.Writer(tmp_path, storage.ARRAY, None, (2,), np.float16)
+    writer.add(b"k" * 32, np.ones(2))
+    writer.finish({"test_mirrored": (np.frombuffer(b"k" * 32, np.uint8).reshape(1, 32), [0],
+                                     ["test/a.jpg"])})
+    np.testing.assert_array_equal(mirror.features(tmp_path, "test")[:], np.ones((1, 2)))

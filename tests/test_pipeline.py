@@ -14,9 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from _dvc_project import (UP_TO_DATE, declared_outputs, dvc_yaml, module_project,
-                          npy_shape, snapshot, stage_names, varies)
+from _dvc_project import (UP_TO_DATE, chunk_files, declared_outputs, dvc_yaml, module_project,
+                          snapshot, split_shape, stage_names, stored_rows, varies)
 from conftest import REPO_ROOT, live_history, ran_stages
+from keras_bottleneck import storage
 
 pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
 
@@ -64,7 +65,7 @@ def test_first_repro_writes_every_declared_output_and_status_is_clean(tiny):
         else:
             assert path.stat().st_size > 0, f"{output} is empty"
     # Real features, so that the later "rewritten or not" checks mean something.
-    assert varies(root / "data/features/train_features.npy")
+    assert varies(stored_rows(root / "data/features", "train"))
     assert UP_TO_DATE in tiny.project.dvc("status").stdout
 
 
@@ -167,30 +168,30 @@ def augment_change(tiny):
     """extract.augment_copies from 0 to 2."""
     project, root = tiny.project, tiny.project.root
     features = root / "data/features"
-    before = {path.name: path.read_bytes() for path in features.glob("*_features.npy")}
+    before = chunk_files(features)
     models = snapshot(root / "models")
     frozen = project.metrics("train_frozen")
     ran, status = repro_after(project, lambda: project.set_params(**{
         "extract.augment_copies": 2}))
     return SimpleNamespace(ran=ran, status=status, before=before, models=models, frozen=frozen,
-                           after={path.name: path.read_bytes()
-                                  for path in features.glob("*_features.npy")},
-                           extract=project.metrics("extract"), project=project)
+                           after=chunk_files(features), extract=project.metrics("extract"),
+                           project=project)
 
 
 def test_augment_copies_reruns_extract_and_what_depends_on_it(augment_change):
     change = augment_change
     assert without_audit(change.ran) == ["extract", "train_head", "finetune", "export",
                                          "evaluate"]
-    train = npy_shape(change.project.root / "data/features/train_features.npy")[0]
+    features = change.project.root / "data/features"
+    train = split_shape(features, "train")[0]
     # Only the views went through the backbone: the originals, test split included, were
-    # reused byte for byte, and no test view was made.
+    # reused as the very same files, and no test view was made.
     assert change.extract["backbone_images"] == 2 * train
-    assert set(change.after) == set(change.before) | {"train_views_features.npy"}
+    assert set(change.after) > set(change.before)
     for name, data in change.before.items():
         assert change.after[name] == data, f"{name} changed"
-    assert npy_shape(change.project.root / "data/features/train_views_features.npy")[0] == \
-        2 * train
+    assert split_shape(features, "train_views")[0] == 2 * train
+    assert not storage.has_split(features, "test_views")
     assert change.project.metrics("train_frozen") == change.frozen
     assert UP_TO_DATE in change.status
 
@@ -222,13 +223,13 @@ def mirror_change(tiny):
     """predict.mirror from false to true."""
     project, root = tiny.project, tiny.project.root
     features = root / "data/features"
-    before = {path.name: path.read_bytes() for path in features.glob("*_features.npy")}
+    before = chunk_files(features)
     ran, status = repro_after(project, lambda: project.set_params(**{"predict.mirror": True}))
     classifier = keras.models.load_model(root / "models/classifier.keras")
-    images = np.load(root / "data/prepared/test_images.npy")
+    images = stored_rows(root / "data/prepared", "test")
     return SimpleNamespace(
-        ran=ran, status=status, before=before, project=project,
-        after={path.name: path.read_bytes() for path in features.glob("*_features.npy")},
+        ran=ran, status=status, before=before, project=project, after=chunk_files(features),
+        test=stored_rows(features, "test"), mirrored=stored_rows(features, "test_mirrored"),
         metrics={stage: project.metrics(stage)
                  for stage in ("extract", "train_head", "train_frozen", "finetune")},
         evaluate=json.loads((root / "metrics/evaluate.json").read_text()),
@@ -244,15 +245,15 @@ def test_mirror_reruns_extract_on_the_mirror_images_alone_and_everything_that_sc
     assert [stage for stage in without_audit(change.ran) if stage != "train_frozen"] == [
         "extract", "train_head", "finetune", "export", "evaluate"]
     assert change.ran.index("train_frozen") < change.ran.index("evaluate")
-    test_count = npy_shape(change.project.root / "data/features/test_features.npy")[0]
+    test_count = len(change.test)
     # The features already stored are reused as they are; the backbone ran on the test split's
     # mirror images only (no validation split here), never on train images.
     assert change.metrics["extract"]["backbone_images"] == test_count
-    assert set(change.after) == set(change.before) | {"validation_mirrored_features.npy",
-                                                      "test_mirrored_features.npy"}
+    assert set(change.after) > set(change.before)
     for name, data in change.before.items():
         assert change.after[name] == data, f"{name} changed"
-    assert change.after["test_mirrored_features.npy"] != change.after["test_features.npy"]
+    assert len(change.mirrored) == test_count
+    assert not np.array_equal(change.mirrored, change.test)
     assert UP_TO_DATE in change.status
 
 
@@ -275,17 +276,16 @@ def engine_change(tiny):
     """extract.engine from openvino (the default) to tensorflow, then back with
     --no-run-cache, so that extract runs again instead of being restored."""
     project, root = tiny.project, tiny.project.root
-    features = root / "data/features/train_features.npy"
-    before = SimpleNamespace(extract=project.metrics("extract"), features=features.read_bytes())
+    features = root / "data/features"
+    before = SimpleNamespace(extract=project.metrics("extract"), features=chunk_files(features))
     to_tensorflow, status = repro_after(project, lambda: project.set_params(**{
         "extract.engine": "tensorflow"}))
-    on_tensorflow = SimpleNamespace(extract=project.metrics("extract"), status=status,
-                                    features=features.read_bytes())
+    on_tensorflow = SimpleNamespace(extract=project.metrics("extract"), status=status)
     project.set_params(**{"extract.engine": "openvino"})
     back = ran_stages(project.dvc("repro", "--no-run-cache").stdout)
     return SimpleNamespace(before=before, to_tensorflow=to_tensorflow, on_tensorflow=on_tensorflow,
                            back=back, extract_back=project.metrics("extract"),
-                           features_back=features.read_bytes(),
+                           features_back=chunk_files(features),
                            status=project.dvc("status").stdout)
 
 
@@ -319,12 +319,12 @@ def img_size_change(tiny):
     project, root = tiny.project, tiny.project.root
     # 32 px more is one more step of the backbone's total stride: the feature map grows too.
     size = project.params()["prepare"]["img_size"] + 32
-    features_before = npy_shape(root / "data/features/train_features.npy")
+    features_before = split_shape(root / "data/features", "train")
     ran, status = repro_after(project, lambda: project.set_params(**{"prepare.img_size": size}))
     return SimpleNamespace(size=size, ran=ran, status=status, params=project.params(),
                            features_before=features_before,
-                           images=npy_shape(root / "data/prepared/train_images.npy"),
-                           features=npy_shape(root / "data/features/train_features.npy"))
+                           images=split_shape(root / "data/prepared", "train"),
+                           features=split_shape(root / "data/features", "train"))
 
 
 def test_img_size_change_reruns_everything_after_fetch(img_size_change):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_bottleneck import storage
 from keras_bottleneck.datasets import RawSplit, RawWriter
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.images import resize
-from keras_bottleneck.incremental import Previous
 from keras_bottleneck.prepare import (first_images_of_each_class, first_look, hold_out, select,
                                       write_resized)
 
@@ -56,36 +56,46 @@ def test_stratify_short_class_names_the_param():
     assert "class #1" in str(caught.value)
 
 
+def prepared(directory, raw, indices, writer_earlier=None, decode=True):
+    """Rows of images `indices` of `raw` written by write_resized into a store in `directory`:
+    (how many were decoded, the stored rows)."""
+    writer = storage.Writer(directory, storage.ARRAY, writer_earlier, (16, 16, 3), np.uint8)
+    decoded = write_resized(raw, indices, 16, writer)
+    writer.finish({"train": (raw.keys[indices], raw.labels[indices],
+                             [raw.names[i] for i in indices])})
+    return decoded, storage.read_split(directory, "train").rows[:]
+
+
 def test_write_resized(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, shape + (3,), dtype=np.uint8)
               for shape in [(10, 20), (32, 32), (50, 7)]]
-    with RawWriter(tmp_path, "train") as writer:
-        for i, image in enumerate(images):
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, "PNG")
-            writer.add(f"{i}.png", 0, buffer.getvalue())
-    path = tmp_path / "train_images.npy"
+    writer = RawWriter(tmp_path / "raw")
+    for i, image in enumerate(images):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "PNG")
+        writer.add("train", f"{i}.png", 0, buffer.getvalue())
+    writer.close()
+    raw = RawSplit(tmp_path / "raw", "train")
 
-    raw = RawSplit(tmp_path, "train")
-    assert write_resized(raw, [2, 0, 1], 16, path) == 3
-
-    written = np.load(path)
+    decoded, written = prepared(tmp_path / "first", raw, [2, 0, 1])
+    assert decoded == 3
     assert written.shape == (3, 16, 16, 3) and written.dtype == np.uint8
     for row, index in zip(written, [2, 0, 1]):
         np.testing.assert_array_equal(row, resize(images[index], 16))
 
-    # Rows of an earlier run, found by the source image's key, are copied, not decoded:
-    # image 0's row is marked, so that a copy can be told from a fresh decode.
-    marked = written.copy()
-    marked[1] = 7
-    np.save(tmp_path / "earlier_images.npy", marked)
-    np.save(tmp_path / "earlier_keys.npy", raw.keys[[2, 0, 1]])
-    previous = Previous([{"train": (tmp_path / "earlier_keys.npy",
-                                    tmp_path / "earlier_images.npy")}])
-    again = tmp_path / "again_images.npy"
-    assert write_resized(raw, [0, 1, 2], 16, again, previous) == 0
-    np.testing.assert_array_equal(np.load(again), marked[[1, 2, 0]])
+    # Rows of an earlier run, found by the source image's key, are reused, not decoded:
+    # image 0's row is marked, so that a reused row can be told from a fresh decode.
+    marked = storage.Writer(tmp_path / "earlier", storage.ARRAY, None, (16, 16, 3), np.uint8)
+    for index, row in zip([2, 0, 1], written):
+        marked.add(raw.keys[index].tobytes(), np.full_like(row, 7) if index == 0 else row)
+    marked.finish({"train": (raw.keys[[2, 0, 1]], [0, 0, 0], ["2", "0", "1"])})
+    listing = {path.relative_to(tmp_path / "earlier").as_posix(): path
+               for path in (tmp_path / "earlier").rglob("*") if path.is_file()}
+    decoded, again = prepared(tmp_path / "again", raw, [0, 1, 2], storage.Earlier([listing]))
+    assert decoded == 0
+    np.testing.assert_array_equal(again, np.stack([np.full_like(written[1], 7), written[2],
+                                                   written[0]]))
 
 
 def test_hold_out_draws_validation_out_of_the_chosen_train_images():

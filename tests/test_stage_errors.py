@@ -4,9 +4,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from keras_bottleneck import storage
 
 pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
 
@@ -83,7 +86,7 @@ def test_too_many_images_asked_for(project):
     project.set_params(**{"prepare.train_cuont": 5})
     fetched = project.run("python", "stages/fetch.py")
     assert "unknown key prepare.train_cuont" in fetched.stderr
-    assert (project.root / "data" / "raw" / "train_images.bin").exists()
+    assert storage.has_split(project.root / "data" / "raw", "train")
 
     project.set_params(**{"prepare.train_count": 13})  # the tiny dataset has 12
     last_line = run_failing(project, "preprocess")
@@ -101,19 +104,32 @@ def cut_short(path, count=200):
     path.write_bytes(whole[:-count])
 
 
+def chunk_of(root, output, split="train"):
+    """The first chunk file (rows) the split of a stored output reads, relative to `root`."""
+    stored = storage.read_split(root / output, split)
+    path, _, _, _ = stored.locate(0) if stored.kind == storage.BYTES else (
+        stored.rows.chunk_files[0], 0, 0, "")
+    return str(Path(path).relative_to(root) if Path(path).is_absolute() else path)
+
+
 # (the file damaged, the stage that reads it, the DVC output that holds it, who writes that)
-DAMAGED = [("data/raw/train_images.bin", "preprocess", "data/raw", "fetch"),
-           ("data/prepared/train_images.npy", "extract", "data/prepared", "preprocess"),
-           ("models/backbone/backbone.bin", "extract", "models/backbone", "backbone"),
-           ("data/features/train_features.npy", "train_head", "data/features", "extract"),
-           ("data/features/train_labels.npy", "train_head", "data/features", "extract")]
+DAMAGED = [(lambda root: chunk_of(root, "data/raw"), "preprocess", "data/raw", "fetch"),
+           (lambda root: chunk_of(root, "data/prepared"), "extract", "data/prepared",
+            "preprocess"),
+           (lambda root: "models/backbone/backbone.bin", "extract", "models/backbone",
+            "backbone"),
+           (lambda root: chunk_of(root, "data/features"), "train_head", "data/features",
+            "extract"),
+           (lambda root: "data/features/train_labels.npy", "train_head", "data/features",
+            "extract")]
 
 
 def test_a_file_cut_short_is_named_with_the_fix_and_nothing_trains_on_it(project):
     """A copy cut short or a disk that filled: no stage reads past the end of a file (before,
     train_head trained on uninitialised rows, loss nan, and exited 0); the fix it names works."""
     project.repro("extract")
-    for name, stage, output, writer in DAMAGED:
+    for locate, stage, output, writer in DAMAGED:
+        name = locate(project.root)
         path = project.root / name
         whole = path.read_bytes()
         cut_short(path)
@@ -178,7 +194,7 @@ def test_a_full_disk_is_one_line_leaves_no_output_and_the_next_repro_runs_again(
     assert ours[0].startswith("error: no space left on the device")
     assert "then run `dvc repro` again" in ours[0]
     if stage == "extract":
-        assert "for data/features/train_features.npy: it needs " in ours[0]
+        assert "for data/features/chunks/rows: it needs " in ours[0]
     # Nothing of the failed stage is left, in its outputs or as temporaries beside them.
     assert sorted(logs["outputs"].split()) == sorted(["data", "models", "metrics"] + before)
     assert logs["again.rc"].strip() == "0", logs["again.err"]

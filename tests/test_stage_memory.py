@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import make_project
+from keras_bottleneck import storage
 from keras_bottleneck.images import decode_resized
 from keras_bottleneck.testing.synthetic import photo
 
@@ -55,10 +56,10 @@ def test_fetch_and_preprocess_run_in_less_memory_than_the_decoded_images(tmp_pat
         assert result.returncode == 0, f"{stage}:\n{result.stdout}\n{result.stderr}"
 
     raw = project.root / "data" / "raw"
-    raw_bytes = sum(path.stat().st_size for path in raw.glob("*_images.bin"))
+    raw_bytes = storage.data_bytes(raw)
     with tarfile.open(photo_archive) as archive:
         assert raw_bytes == sum(member.size for member in archive)  # encoded bytes, as given
-    prepared = np.load(project.root / "data" / "prepared" / "train_images.npy")
+    prepared = storage.read_split(project.root / "data" / "prepared", "train").rows[:]
     size = project.params()["prepare"]["img_size"]
     assert prepared.shape == (2 * PER_CLASS["train"], size, size, 3)
     with tarfile.open(photo_archive) as archive:
