@@ -375,7 +375,6 @@ class Writer:
         self.added = {}     # key -> (new chunk number, row)
         self.new_names = []
         self._file = None   # the chunk being filled, streamed to disk under a temporary name
-        self.written_bytes = 0
 
     def needs(self, key):
         return key not in self.added and key not in self.earlier
@@ -439,7 +438,6 @@ class Writer:
         np.save(paths["keys"], keys)
         if self.kind == BYTES:
             np.save(paths["spans"], spans)
-        self.written_bytes += len(header) + int(lengths.sum())
         self.new_names.append(name)
 
     def finish(self, splits, block=64):
@@ -459,8 +457,8 @@ class Writer:
             for key, row in zip(keys, self.earlier.read(keys, self.kind)):
                 self.add(key, row)
         self._close_chunk()
-        for name in kept.values():
-            self._link(name[0])
+        for name in sorted({name for name, _ in kept.values()}):
+            self._link(name)
         for split, (keys, labels, names) in splits.items():
             self._write_index(split, keys, labels, names, kept)
         return len({name for name, _ in kept.values()}), len(copied)

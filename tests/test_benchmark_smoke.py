@@ -102,7 +102,11 @@ def test_incremental_benchmark_prints_and_writes_every_figure(tmp_path):
         assert moved[run]["cache_growth"] > 0 and moved[run]["pushed_files"] > 0
     # Adding 3 images to 22 sends far less than the first push, and no old chunk again.
     assert 0 < moved["pushed_vs_first"] < 0.5 and 0 < moved["cache_growth_vs_first"] < 0.5
-    assert set(figures["targets"]) == {"repro_after_adding_vs_full",
-                                       "backbone_images_after_adding",
+    assert figures["repro"]["backbone_images_vs_added"] == 1
+    assert set(figures["targets"]) == {"repro_after_adding_vs_full", "backbone_images_vs_added",
                                        "store_bytes_vs_feature_bytes", "cache_growth_vs_first",
-                                       "pushed_vs_first_push"}
+                                       "cache_growth_vs_first_data", "pushed_vs_first_push",
+                                       "disk_vs_live_rows_after_removing_30_percent"}
+    removal = figures["removal"]
+    assert removal["removed_images"] == 6  # 30 % of 23 train images
+    assert 1 <= removal["worst_stored_vs_live"] <= 1.5
