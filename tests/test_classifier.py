@@ -4,7 +4,6 @@ import csv
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -12,7 +11,8 @@ import numpy as np
 import pytest
 
 from _ran_project import IMAGES, ran_project, ran_project_template  # noqa: F401
-from keras_bottleneck import classifier, params
+from _saved_classifier import CLASSES, SIZE, saved_classifier
+from keras_bottleneck import classifier
 from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.storage import read_split
 
@@ -153,28 +153,18 @@ def test_every_engine_runs_the_saved_classifier_as_keras_predicts(tmp_path):
     """Without a pipeline: a classifier built and saved as export does, run by each engine of
     the registry through load_engine, gives Keras' probabilities; predict's default is the
     first engine whose model is there."""
-    from keras_bottleneck import backbones, engines
-    from keras_bottleneck.heads import feature_head_model
-    from keras_bottleneck.params import Backbone
-    keras.utils.set_random_seed(0)
-    size, classes = 32, ["a", "b", "c"]
-    backbone = backbones.build_for_extraction(Backbone("vgg16", "none", 1.0), size)
-    settings = replace(params.validate({}).head, kernel_size=1)  # VGG16 at 32 px: 1x1 map
-    head = feature_head_model(backbone.output_shape[1:], settings, len(classes))
-    model = classifier.build(backbone, "vgg16", head, "float16")
-    paths = [tmp_path / name for name in ("classifier.keras", "classes.json", "savedmodel",
-                                          engines.CLASSIFIER_OPENVINO_DIR)]
-    classifier.save(model, classes, *paths, "float32")
-    images = np.random.default_rng(0).integers(0, 256, (5, size, size, 3), np.uint8)
+    from keras_bottleneck import engines
+    model_path, model = saved_classifier(tmp_path)
+    images = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3), np.uint8)
     expected = model.predict(images, verbose=0)
-    assert engines.default_classifier_engine(paths[0]) == next(iter(engines.REGISTRY))
+    assert engines.default_classifier_engine(model_path) == next(iter(engines.REGISTRY))
     for name in engines.REGISTRY:
-        running, img_size, found = classifier.load_engine(paths[0], name, batch_size=8)
-        assert img_size == size and found == classes
-        padded = np.zeros((8, size, size, 3), np.float32)
+        running, img_size, found = classifier.load_engine(model_path, name, batch_size=8)
+        assert img_size == SIZE and found == CLASSES
+        padded = np.zeros((8, SIZE, SIZE, 3), np.float32)
         padded[:5] = images
         probabilities = next(running.outputs([padded]))[:5]
         np.testing.assert_allclose(probabilities, expected, atol=1e-4)
-    (paths[3] / engines.CLASSIFIER_OPENVINO_MODEL).unlink()
-    assert engines.REGISTRY[engines.default_classifier_engine(paths[0])].classifier_file(
-        paths[0]) == paths[0]
+    (engines.REGISTRY["openvino"].classifier_file(model_path)).unlink()
+    assert engines.REGISTRY[engines.default_classifier_engine(model_path)].classifier_file(
+        model_path) == model_path

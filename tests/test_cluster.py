@@ -15,9 +15,9 @@ from PIL import Image
 from _benchmark import run_benchmark
 from _dvc_project import FAST_BACKBONE, UP_TO_DATE, contents, snapshot
 from conftest import make_folder_dataset, make_project, subprocess_env
+from keras_bottleneck.errors import PipelineError
 from keras_bottleneck.testing.loopback_cluster import LoopbackCluster, unavailable
 
-pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
 
 WHY_NOT = unavailable()
 needs_cluster = pytest.mark.skipif(WHY_NOT is not None, reason=f"no Ray test cluster: {WHY_NOT}")
@@ -74,6 +74,7 @@ def assert_ran(result):
 
 
 @needs_cluster
+@pytest.mark.slow  # a real cluster, a dvc pipeline or a benchmark
 def test_extract_on_two_nodes_equals_a_local_run(local, cluster, on_cluster):
     assert_ran(repro_in(cluster, on_cluster, "extract"))
     assert outputs(on_cluster) == local[2]["float16"]
@@ -86,6 +87,7 @@ def test_extract_on_two_nodes_equals_a_local_run(local, cluster, on_cluster):
 
 
 @needs_cluster
+@pytest.mark.slow  # a real cluster, a dvc pipeline or a benchmark
 def test_a_worker_killed_mid_extract_changes_no_byte(local, cluster, on_cluster):
     on_cluster.set_params(**{"extract.dtype": "float32"})  # features extracted anew
     log = on_cluster.root / "repro.log"
@@ -119,6 +121,7 @@ def cluster_kill(pid):
 
 
 @needs_cluster
+@pytest.mark.slow  # a real cluster, a dvc pipeline or a benchmark
 def test_only_added_images_go_to_the_cluster(cluster, on_cluster):
     assert_ran(repro_in(cluster, on_cluster, "extract"))  # whatever ran before: up to date
     folder = on_cluster.params()["data"]["path"]
@@ -134,6 +137,7 @@ def test_only_added_images_go_to_the_cluster(cluster, on_cluster):
     assert all(node.startswith("127.0.0.1/") for node in extract["nodes"])
 
 
+@pytest.mark.slow  # a real cluster, a dvc pipeline or a benchmark
 def test_compute_params_re_run_nothing(local):
     project = local[0]
     project.set_params(**{"compute.engine": "ray", "compute.address": "10.0.0.9:6379",
@@ -149,6 +153,7 @@ def free_port():
 
 
 @pytest.mark.parametrize("address", ["unreachable", ""])
+@pytest.mark.slow  # a real cluster, a dvc pipeline or a benchmark
 def test_a_cluster_that_cannot_be_reached_is_one_line(project, address, monkeypatch):
     address = f"127.0.0.1:{free_port()}" if address else ""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -168,6 +173,7 @@ def test_a_cluster_that_cannot_be_reached_is_one_line(project, address, monkeypa
 
 
 @needs_cluster
+@pytest.mark.slow  # a real cluster, a dvc pipeline or a benchmark
 def test_the_tensorflow_engine_on_two_nodes_equals_a_local_run(tmp_path, cluster):
     """Its workers get the Keras weights through the object store (`weights: none` here, but
     built on the driver: a worker never downloads nor reads a weights file)."""
@@ -184,6 +190,7 @@ def test_the_tensorflow_engine_on_two_nodes_equals_a_local_run(tmp_path, cluster
 
 
 @needs_cluster
+@pytest.mark.slow  # a real cluster, a dvc pipeline or a benchmark
 def test_a_node_running_other_code_is_refused_before_any_work(project, cluster):
     """Ray puts the driver's working directory first on its workers' sys.path: here they import
     the project's copy of keras_bottleneck, edited, while the driver runs the installed one. The
@@ -202,6 +209,7 @@ def test_a_node_running_other_code_is_refused_before_any_work(project, cluster):
 
 
 @needs_cluster
+@pytest.mark.slow  # a real cluster, a dvc pipeline or a benchmark
 def test_the_cluster_benchmark_runs_and_checks_its_targets(tmp_path):
     figures, table = run_benchmark(tmp_path, "cluster.py", "--images", "30", "--img-size", "64",
                                    "--backbone", "vgg16", "--workers", "2")
@@ -209,3 +217,22 @@ def test_the_cluster_benchmark_runs_and_checks_its_targets(tmp_path):
     assert len(figures["ray_1"]["nodes"]) == 1 and figures["scaling"]["2"]["nodes"] == 2
     assert figures["targets"]["ray_features_identical_to_local"]["met"] is True
     assert "extract through Ray, 1 worker of 1 CPU" in table
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("127.0.0.1:{port}", "cannot reach the Ray cluster at 127.0.0.1:{port} (Connection refused)"),
+    ("", "compute.engine is ray but no cluster is named: set compute.address"),
+    ("no-port", "compute.address 'no-port' is no Ray address"),
+])
+def test_connecting_to_no_cluster_is_one_line_at_once(address, expected, monkeypatch):
+    """Without a pipeline: cluster.connect on params alone (traffic to 127.0.0.1 only)."""
+    from keras_bottleneck import cluster, params
+    port = free_port()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    compute = params.section("compute", {"engine": "ray", "address": address.format(port=port)})
+    started = time.monotonic()
+    with pytest.raises(PipelineError) as caught:
+        cluster.connect(compute)
+    assert str(caught.value).startswith(expected.format(port=port))
+    assert "\n" not in str(caught.value) and time.monotonic() - started < 30
+    assert cluster.connect(params.section("compute", {})) is None  # local: nothing to connect

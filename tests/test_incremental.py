@@ -2,6 +2,7 @@
 the backbone on those images only (and fetch's check and preprocess's decoding), and the raw,
 prepared and feature files are byte for byte those of a from-scratch run on the same data; a
 change of what the features depend on re-extracts everything."""
+import hashlib
 import json
 import shutil
 import subprocess
@@ -17,7 +18,6 @@ from conftest import (COLORS, REPO_ROOT, Project, make_folder_dataset, make_imag
                       make_project, subprocess_env)
 from keras_bottleneck import storage
 
-pytestmark = pytest.mark.slow  # real dvc pipelines, clusters, servers, mounts or benchmarks
 
 STAGES = ("fetch", "preprocess", "backbone", "extract")
 STAGE_OUTPUTS = ("raw", "prepared", "features")
@@ -99,6 +99,7 @@ def steps(tmp_path_factory):
                            changed=changed)
 
 
+@pytest.mark.slow  # the real dvc on a project copy
 def test_the_first_run_processes_every_image(steps):
     metrics = steps.first.metrics
     assert metrics["extract"]["backbone_images"] == steps.first.total == 21
@@ -109,6 +110,7 @@ def test_the_first_run_processes_every_image(steps):
 
 # The dataset has every image in use: what fetch checks, preprocess decodes and the backbone
 # sees is the new and changed images, no more.
+@pytest.mark.slow  # the real dvc on a project copy
 @pytest.mark.parametrize("step, new", [("added", 2), ("removed", 0), ("changed", 1)])
 def test_only_new_and_changed_images_are_processed(steps, step, new):
     metrics = getattr(steps, step).metrics
@@ -120,6 +122,7 @@ def test_only_new_and_changed_images_are_processed(steps, step, new):
     assert metrics["fetch"]["checked_images"] == new and metrics["fetch"]["images"] == total
 
 
+@pytest.mark.slow  # the real dvc on a project copy
 @pytest.mark.parametrize("step", ["added", "removed", "changed"])
 def test_outputs_hold_the_rows_of_a_from_scratch_run_byte_for_byte(steps, step):
     """The same rows, labels, names and keys in the dataset's order; how rows are grouped into
@@ -137,6 +140,7 @@ def test_outputs_hold_the_rows_of_a_from_scratch_run_byte_for_byte(steps, step):
     assert train.any()  # real features, not zeros
 
 
+@pytest.mark.slow  # the real dvc on a project copy
 def test_each_step_keeps_the_earlier_chunks_it_still_uses_as_the_same_files(steps):
     """Adding images adds chunks and keeps every earlier one as it was."""
     first, added = steps.first.data, steps.added.data
@@ -148,6 +152,7 @@ def test_each_step_keeps_the_earlier_chunks_it_still_uses_as_the_same_files(step
             len(before)
 
 
+@pytest.mark.slow  # the real dvc on a project copy
 def test_the_same_state_gives_the_same_bytes(steps):
     """Forced again from the same inputs and DVC cache, the stages write the very same files:
     DVC sees nothing new."""
@@ -157,6 +162,7 @@ def test_the_same_state_gives_the_same_bytes(steps):
     project.dvc("repro", "--force", "--single-item", "preprocess")
     project.dvc("repro", "--force", "--single-item", "extract")
     assert data_bytes(project) == before
+@pytest.mark.slow  # the real dvc on a project copy
 @pytest.mark.parametrize("change", [{"prepare.img_size": 96}, {"backbone.name": "resnet50"}])
 def test_what_the_features_depend_on_re_extracts_everything(steps, change):
     project = steps.project
@@ -174,6 +180,7 @@ def test_what_the_features_depend_on_re_extracts_everything(steps, change):
                               for key in change})
 
 
+@pytest.mark.slow  # the real dvc on a project copy
 def test_parts_extracted_on_other_machines_are_reused(tmp_path):
     """docs/incremental.md, "Outgrowing one machine": two clones each extract a part of the images on a
     branch of their own and push it with the run-cache; the machine that trains fetches every
@@ -226,6 +233,7 @@ def chunk_keys(output):
             for path in folder.glob("*.keys.npy")}
 
 
+@pytest.mark.slow  # the real dvc on a project copy
 def test_adding_images_pushes_and_pulls_only_the_new_files(tmp_path):
     """A pushes, B pulls; A adds 3 photos, repros and pushes: only new chunk files (holding
     only the new photos' rows) and the small indexes go up, B's `dvc pull` fetches just those,
@@ -281,6 +289,7 @@ def test_adding_images_pushes_and_pulls_only_the_new_files(tmp_path):
 SINGLE_FILE_LAYOUT = "6a22690"
 
 
+@pytest.mark.slow  # the real dvc on a project copy
 def test_a_project_made_with_the_single_file_layout_reuses_every_row_after_the_upgrade(
         tmp_path):
     """A project whose outputs that version of the code wrote (its own package copy first on
@@ -324,3 +333,28 @@ def test_a_project_made_with_the_single_file_layout_reuses_every_row_after_the_u
     assert metrics["fetch"]["checked_images"] == 0
     for split, rows in old_rows.items():
         np.testing.assert_array_equal(storage.read_split(features, split).rows[:], rows)
+
+
+def test_earlier_versions_are_found_by_fingerprint_and_their_chunks_reused(tmp_path):
+    """Without DVC: a stage run by hand finds its own earlier output in the workspace when the
+    fingerprint is the same, and skips it (counting it) when it is not."""
+    from keras_bottleneck import incremental
+    output = tmp_path / "data" / "features"
+    writer = storage.Writer(output, storage.ARRAY, None, (2,), np.float16)
+    key = np.frombuffer(b"k" * 32, np.uint8).reshape(1, 32)
+    writer.add(key.tobytes(), np.ones(2))
+    writer.finish({"train": (key, [0], ["train/a/0.png"])})
+    (output / incremental.FINGERPRINT).write_text(json.dumps({"dtype": "float16"}))
+
+    earlier, found, other = incremental.find_earlier(output, {"dtype": "float16"},
+                                                     lock_path=tmp_path / "dvc.lock")
+    assert (found, other) == (1, 0) and key.tobytes() in earlier
+    assert not storage.Writer(tmp_path / "new", storage.ARRAY, earlier, (2,),
+                              np.float16).needs(key.tobytes())
+    earlier, found, other = incremental.find_earlier(output, {"dtype": "float32"},
+                                                     lock_path=tmp_path / "dvc.lock")
+    assert (found, other) == (0, 1) and key.tobytes() not in earlier
+    # Row keys are the SHA-256 of each row's bytes, read through the store.
+    rows = storage.read_split(output, "train").rows
+    assert incremental.row_keys(rows)[0].tobytes() == \
+        hashlib.sha256(np.ones(2, np.float16).tobytes()).digest()

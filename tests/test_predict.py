@@ -116,3 +116,27 @@ def test_bad_input_is_one_line_and_writes_nothing(ran_project_template, tmp_path
     assert expected in one_error_line(result)
     assert not (tmp_path / "out.csv").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "model.keras"]
+
+
+def test_predict_classifies_files_as_the_keras_model_does(tmp_path):
+    """Without a pipeline: a folder of photos in, one CSV row each, the exported model's own
+    classes and probabilities, with the default engine."""
+    import numpy as np
+    from _saved_classifier import CLASSES, SIZE, saved_classifier
+    from keras_bottleneck.predict import main
+    model_path, model = saved_classifier(tmp_path / "models")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    pixels = [rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8) for _ in range(3)]
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(photos / f"{i}.png")
+
+    main([str(photos), "--model", str(model_path), "--output", str(tmp_path / "out.csv")])
+
+    rows = read_rows(tmp_path / "out.csv")
+    expected = model.predict(np.stack(pixels), verbose=0)
+    assert [row["file"] for row in rows] == [str(photos / f"{i}.png") for i in range(3)]
+    assert [row["predicted"] for row in rows] == [CLASSES[i] for i in expected.argmax(1)]
+    np.testing.assert_allclose([float(row["probability"]) for row in rows],
+                               expected.max(axis=1), atol=1e-3)
