@@ -40,7 +40,6 @@ from keras_bottleneck.params import Backbone, Extract
 from keras_bottleneck import backbones, engines
 from keras_bottleneck.testing.stores import extracted
 from keras_bottleneck.images import resize
-from keras_bottleneck.npy_stream import NpyWriter, iter_batches
 
 TARGETS = {  # name: (figure, comparison, bound)
     "extract_vs_fastest_bare_engine": ("throughput.ratios.extract_vs_fastest_bare_engine", ">=",
@@ -93,10 +92,14 @@ def timed(run):
 
 
 def write_resized(sources, img_size, path):
-    """The images resized as preprocess does, as a data/prepared/ .npy."""
-    with NpyWriter(path, (len(sources), img_size, img_size, 3), np.uint8) as writer:
-        for image in sources:
-            writer.write(resize(image, img_size)[None])
+    """The images resized as preprocess does, as one .npy (a few hundred images: it fits)."""
+    np.save(path, np.stack([resize(image, img_size) for image in sources]))
+
+
+def batches_of(path, batch_size):
+    """The rows of a .npy, batch by batch."""
+    rows = np.load(path)
+    return [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
 
 
 def original_way(model, sources, img_size, preprocess_input):
@@ -150,11 +153,11 @@ def measure_throughput(args, workdir):
     warm_count = min(args.batch_size + 1, len(sources))
     write_resized(sources[:warm_count], args.img_size, warm_path)
     preprocess = backbones.preprocess_function(args.backbone)
-    batches = [preprocess(batch) for batch in iter_batches(images_path, args.batch_size)]
-    warm_batches = [preprocess(batch) for batch in iter_batches(warm_path, args.batch_size)]
+    batches = [preprocess(batch) for batch in batches_of(images_path, args.batch_size)]
+    warm_batches = [preprocess(batch) for batch in batches_of(warm_path, args.batch_size)]
     # What the OpenVINO model takes: pixels (it preprocesses), in full batches.
     pixels = [np.asarray(np.resize(batch, (args.batch_size,) + batch.shape[1:]), np.float32)
-              for batch in iter_batches(images_path, args.batch_size)]
+              for batch in batches_of(images_path, args.batch_size)]
     warm_pixels = pixels[:2]
     preprocess_input = backbones.preprocess_input(args.backbone)
 
@@ -230,7 +233,7 @@ def measure_batch_sizes(args, workdir):
     preprocess = backbones.preprocess_function(args.backbone)
     images_path = workdir / "images.npy"  # written by measure_throughput
     runs = {size: forward_runs(model, [preprocess(batch) for batch in
-                                       iter_batches(images_path, size)])[0]
+                                       batches_of(images_path, size)])[0]
             for size in sizes}
     for run in runs.values():  # warm-up: trace every shape
         run()

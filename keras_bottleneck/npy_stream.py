@@ -1,59 +1,14 @@
-"""Stream .npy files batch by batch with plain reads and writes.
+"""Read .npy files (chunks of rows, labels, keys) row by row with plain reads, each checked.
 
 Memory-mapping would be simpler, but every touched page of a mapping counts as resident memory,
-so memory would grow with the dataset; buffered reads and writes keep it flat.
+so memory would grow with the dataset; plain reads keep it flat.
 """
 import os
 
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .errors import damaged, is_disk_full, no_room
-
-
-class NpyWriter:
-    """Write an array of known shape to a .npy file one batch (along axis 0) at a time."""
-
-    def __init__(self, path, shape, dtype):
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self.rows = 0
-        self._file = open(path, "wb")
-        header = {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": self.shape}
-        npy_format.write_array_header_2_0(self._file, header)
-        self._reserve(path, self._file.tell() + int(np.prod(self.shape)) * self.dtype.itemsize)
-
-    def _reserve(self, path, size):
-        """Claim the whole file's blocks now: a disk too small fails before hours of work,
-        saying how much is needed (where the file system cannot reserve, writes find out)."""
-        try:
-            os.posix_fallocate(self._file.fileno(), 0, size)
-        except OSError as error:
-            if not is_disk_full(error):
-                return
-            self._file.close()
-            raise no_room(path, size) from None
-
-    def write(self, batch):
-        batch = np.ascontiguousarray(batch, dtype=self.dtype)
-        if batch.shape[1:] != self.shape[1:] or self.rows + len(batch) > self.shape[0]:
-            raise ValueError(f"batch of shape {batch.shape} does not fit array {self.shape}")
-        self._file.write(batch.tobytes())
-        self.rows += len(batch)
-
-    def close(self):
-        self._file.close()
-        if self.rows != self.shape[0]:
-            raise ValueError(f"wrote {self.rows} rows of {self.shape[0]}")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *_):
-        if exc_type is None:
-            self.close()
-        else:
-            self._file.close()
+from .errors import damaged
 
 
 def read_header(path):
@@ -91,19 +46,6 @@ def load(path):
     """The whole array of a small .npy file (labels, keys, spans), its size checked first."""
     read_header(path)
     return np.load(path)
-
-
-def iter_batches(path, batch_size):
-    """Yield consecutive batches of rows of a .npy file, each a fresh array."""
-    with open(path, "rb") as file:
-        shape, dtype = _read_header(file)
-        row_items = int(np.prod(shape[1:], dtype=np.int64))
-        for start in range(0, shape[0], batch_size):
-            rows = min(batch_size, shape[0] - start)
-            batch = np.fromfile(file, dtype=dtype, count=rows * row_items)
-            if batch.size != rows * row_items:
-                raise _short_read(path, batch.nbytes, rows * row_items * dtype.itemsize)
-            yield batch.reshape((rows,) + tuple(shape[1:]))
 
 
 def as_rows(source):

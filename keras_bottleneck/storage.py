@@ -122,12 +122,8 @@ class Rows:
         entries = self.index[indices]
         for chunk in np.unique(entries["chunk"]):
             positions = np.flatnonzero(entries["chunk"] == chunk)
-            reader = self._reader(int(chunk))
-            rows = entries["row"][positions].astype(np.int64)
-            if rows.max() >= len(reader):
-                raise damaged(self.where, f"it names row {rows.max()} of {reader.path}, which "
-                              f"holds {len(reader)}")
-            out[positions] = reader.read(rows)
+            out[positions] = self._reader(int(chunk)).read(
+                entries["row"][positions].astype(np.int64))
         return out
 
     def __getitem__(self, key):
@@ -182,23 +178,18 @@ class Split:
         self._check_chunks(files["index"])
 
     def _check_chunks(self, index_path):
-        """Every chunk the split reads is there and whole (a stat and a header each), so that a
-        missing or cut file is named before any work."""
-        for number in range(len(self._chunks)):
-            if self.kind == ARRAY:
-                self.rows._reader(number)
-            else:
-                self._span(number)
+        """Every chunk the split reads is there and whole (a stat and a header each), and holds
+        the rows the index names, so that a missing or cut file is named before any work."""
+        held = [len(self.rows._reader(number)) if self.kind == ARRAY else len(self._span(number))
+                for number in range(len(self._chunks))]
         if len(self):
             last = np.zeros(len(self._chunks), np.int64)
             np.maximum.at(last, self.index["chunk"].astype(np.int64),
                           self.index["row"].astype(np.int64))
             for number, row in enumerate(last):
-                held = (len(self.rows._reader(number)) if self.kind == ARRAY
-                        else len(self._span(number)))
-                if row >= held and number in self.index["chunk"]:
+                if row >= held[number]:
                     raise damaged(index_path, f"it names row {row} of "
-                                  f"{self._chunks[number]['data']}, which holds {held}")
+                                  f"{self._chunks[number]['data']}, which holds {held[number]}")
 
     def __len__(self):
         return len(self.index)
