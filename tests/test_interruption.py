@@ -102,7 +102,7 @@ def killed(prepared, reference, tmp_path_factory):
     try:
         with open(log, "w") as out, started(prepared, ["stages/extract.py"], out) as process:
             partial = wait_for(lambda: extracting(prepared.root), process, log)
-            time.sleep(1)  # into the backbone's work: one image a batch, 60 images
+            time.sleep(0.3)  # into the backbone's work: one image a batch, 60 images
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=WAIT)
     finally:
