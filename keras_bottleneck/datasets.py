@@ -54,8 +54,6 @@ class RawSplit(storage.Split):
     from their chunks one at a time (`read(i)`, `locate(i)`)."""
 
 
-read_span = storage.read_span
-
 
 def same_bytes(directory):
     """Images of a raw dataset whose bytes are the very same (by SHA-256): ([(train name, test

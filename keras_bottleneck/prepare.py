@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .datasets import raw_fingerprint, read_span
+from .datasets import raw_fingerprint
+from .storage import read_span
 from .errors import PipelineError
 from .images import DRAFT_MARGIN, decode_resized
 from .parallel import ordered_map

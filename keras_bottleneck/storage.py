@@ -257,7 +257,7 @@ class Earlier:
     upgraded project does no work twice. Built from versions as {relative name: path}."""
 
     def __init__(self, versions=(), legacy_rows="features"):
-        self.chunks = {}   # name -> {"data", "keys", ["spans"], "kind"}
+        self.chunks = {}   # name -> {"data", "keys", ["spans"], "key_list"}
         self.where = {}    # key bytes -> (chunk name or legacy file, row)
         self._legacy = {}  # legacy file -> reader
         for files in versions:
@@ -280,7 +280,7 @@ class Earlier:
             else:
                 continue
             keys = np.load(path)
-            chunk = {"data": Path(data), "keys": Path(path), "kind": kind,
+            chunk = {"data": Path(data), "keys": Path(path),
                      "key_list": [key.tobytes() for key in keys]}
             if kind == BYTES:
                 chunk["spans"] = Path(spans)
@@ -453,9 +453,6 @@ class Writer:
         for split, (keys, labels, names) in splits.items():
             self._write_index(split, keys, labels, names, kept)
         return len({name for name, _ in kept.values()}), len(copied)
-
-    def stored_bytes(self):
-        return data_bytes(self.directory)
 
     def _keep(self, wanted):
         """{key: (earlier chunk name, row)} of the earlier chunks kept: greedily, the chunk

@@ -60,7 +60,7 @@ def main():
         writer.finish(splits)
         write_classes(classes, tmp)
         write_json(tmp / incremental.FINGERPRINT, current)
-        feature_bytes = writer.stored_bytes()
+        feature_bytes = storage.data_bytes(tmp)
     seconds = time.perf_counter() - started
     write_json("metrics/extract.json", {
         "engine": settings.engine, "precision": settings.precision,
